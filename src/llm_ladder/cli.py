@@ -1,0 +1,259 @@
+"""The `ladder` command: check, run, eval, runs, show.
+
+Human output (tables, progress bars, messages) goes to stderr-safe Rich consoles; with
+`--json` stdout carries exactly one JSON document and everything else goes to stderr.
+User mistakes (LadderError) print one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from llm_ladder.errors import LadderError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Climb the ladder: prompt, retrieve or fine-tune, decided on your data.")
+err = Console(stderr=True)
+out = Console()
+
+TaskDir = Annotated[Path, typer.Argument(help="folder with task.toml")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+SkipOpt = Annotated[bool, typer.Option("--skip-bad-rows",
+                                       help="run on the good rows when some are bad")]
+ResumeOpt = Annotated[bool, typer.Option("--resume",
+                                         help="continue the last unfinished run of each rung")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model key from task.toml")]
+
+
+def _store(task_dir: Path):
+    from llm_ladder.store import Store
+    from llm_ladder.task import load_task
+
+    task = load_task(task_dir)
+    return task, Store(task.state_dir / "runs.db")
+
+
+def _progress():
+    return Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def _prepare(task_dir: Path, skip: bool, model_key: str):
+    from llm_ladder.ladder import build_model, check_context, prepare
+
+    task, store = _store(task_dir)
+    prep = prepare(task, skip)
+    s = prep.splits
+    err.print(f"[bold]{task.name}[/]: {prep.rows_read} rows read, {len(prep.problems)} bad"
+              f"{' (skipped)' if prep.problems else ''}; split train {len(s.train)} / dev "
+              f"{len(s.dev)} / test {len(s.test)}"
+              + (f" (test capped, {s.capped_test} left out)" if s.capped_test else ""))
+    if s.leakage and s.leakage.leaks:
+        c = s.leakage.counts()
+        err.print(f"[yellow]leakage:[/] {sum(c.values())} train/dev example(s) overlap the test "
+                  f"split ({', '.join(f'{k} {v}' for k, v in c.items())}); removed from train "
+                  f"{s.leakage.removed_train} and dev {s.leakage.removed_dev}")
+    with err.status(f"loading model {model_key}…"):
+        model = build_model(task.model(model_key))
+    too_long = check_context(prep, model, skip)
+    if too_long:
+        err.print(f"[yellow]{len(too_long)} input(s) longer than the context skipped[/]")
+    return task, store, prep, model
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _table(summaries: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("rung", "quality [95% CI]", "n", "unscored", "tok in", "tok out",
+                "p50 ms", "p95 ms", "$/1k req"):
+        t.add_column(col, justify="left" if col == "rung" else "right")
+    for s in summaries:
+        q = s["quality"]
+        qtxt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+        t.add_row(s["rung"], qtxt, str(s["n"]), str(s["unscored"]),
+                  _fmt(s["tokens_in_mean"], ".0f"), _fmt(s["tokens_out_mean"], ".1f"),
+                  _fmt(s["latency_p50_s"] and s["latency_p50_s"] * 1000, ".0f"),
+                  _fmt(s["latency_p95_s"] and s["latency_p95_s"] * 1000, ".0f"),
+                  _fmt(s["cost_per_1k_usd"], ".4f"))
+    return t
+
+
+def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
+               resume: bool, as_json: bool) -> dict[str, Any]:
+    from llm_ladder.ladder import recommend, run_rung, rung_names
+
+    task, store, prep, model = _prepare(task_dir, skip, model_key)
+    names = rungs or rung_names(task)
+    ladder_id = uuid.uuid4().hex[:8]
+    summaries = []
+    with _progress() as bar:
+        def progress(total: int, label: str):
+            tid = bar.add_task(label, total=total)
+            return lambda n: bar.advance(tid, n)
+
+        for name in names:
+            run = run_rung(prep, name, model_key, model, store, resume, progress, ladder_id)
+            summaries.append(run["summary"])
+    rec = recommend(task, summaries)
+    split = prep.splits
+    doc = {"task": task.name, "ladder_id": ladder_id, "model": model_key,
+           "metric": task.metric.name, "bar": task.bar,
+           "split": {"train": len(split.train), "dev": len(split.dev), "test": len(split.test),
+                     "capped_test": split.capped_test},
+           "bad_rows": len(prep.problems),
+           "leakage": split.leakage.counts() if split.leakage else {},
+           "rungs": summaries, "recommendation": rec}
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        out.print(_table(summaries, f"{task.name} — {task.metric.name} on {len(split.test)} "
+                                    f"test examples, model {model_key}"))
+        out.print(("[green]Recommendation:[/] " if rec["meets_bar"] else "[yellow]Result:[/] ")
+                  + rec["reason"])
+        for note in rec.get("notes", []):
+            out.print(f"  · {note}")
+        out.print(f"[dim]runs stored in {store.path}; see `ladder show RUN_ID --task "
+                  f"{task_dir}`[/]")
+    return doc
+
+
+@app.command()
+def run(task_dir: TaskDir, model: ModelOpt = "default",
+        rungs: Annotated[str | None, typer.Option(help="comma-separated rung names")] = None,
+        skip_bad_rows: SkipOpt = False, resume: ResumeOpt = False,
+        as_json: JsonOpt = False) -> None:
+    """Check the data, run every prompting rung on the test split, compare, recommend."""
+    names = [r.strip() for r in rungs.split(",")] if rungs else None
+    _run_rungs(task_dir, names, model, skip_bad_rows, resume, as_json)
+
+
+@app.command("eval")
+def eval_(task_dir: TaskDir,
+          rung: Annotated[str, typer.Option(help="rung name, e.g. few-shot-nearest")],
+          model: ModelOpt = "default", skip_bad_rows: SkipOpt = False,
+          resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
+    """Run one rung on the test split."""
+    from llm_ladder import plugins
+
+    plugins.get("rungs", rung)  # fail fast on an unknown name
+    _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json)
+
+
+@app.command()
+def check(task_dir: TaskDir, as_json: JsonOpt = False) -> None:
+    """Validate the task file and examples; report bad rows, splits and leakage."""
+    from llm_ladder.ladder import prepare
+
+    task, _ = _store(task_dir)
+    prep = prepare(task, skip_bad_rows=True)
+    s = prep.splits
+    doc = {"task": task.name, "rows": prep.rows_read, "bad_rows": [str(p) for p in prep.problems],
+           "split": {k: len(v) for k, v in s.ids().items()}, "capped_test": s.capped_test,
+           "leakage": [vars(leak) for leak in (s.leakage.leaks if s.leakage else [])],
+           "labels": prep.labels}
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    out.print(f"[bold]{task.name}[/]: {prep.rows_read} rows, {len(prep.problems)} bad")
+    for p in prep.problems[:50]:
+        out.print(f"  [red]✗[/] {p}", highlight=False)
+    out.print(f"split: train {len(s.train)} / dev {len(s.dev)} / test {len(s.test)}")
+    for leak in (s.leakage.leaks if s.leakage else [])[:20]:
+        out.print(f"  [yellow]leak[/] {leak.kind}: train {leak.train_id} ~ test {leak.test_id} "
+                  f"{leak.detail}", highlight=False)
+    if prep.labels:
+        out.print(f"labels ({len(prep.labels)}): {', '.join(prep.labels)}")
+
+
+@app.command()
+def runs(task_dir: Annotated[Path, typer.Argument(help="folder with task.toml")] = Path("."),
+         limit: int = 50, as_json: JsonOpt = False) -> None:
+    """List stored runs, newest first."""
+    _, store = _store(task_dir)
+    rows = store.list_runs(limit)
+    if as_json:
+        print(json.dumps([{k: r[k] for k in ("id", "task", "rung", "model", "status", "created",
+                                              "ladder_id", "summary")} for r in rows], indent=2))
+        return
+    t = Table(title=f"runs in {store.path}")
+    for col in ("id", "rung", "model", "status", "quality", "n"):
+        t.add_column(col)
+    for r in rows:
+        s = r["summary"] or {}
+        q = (s.get("quality") or {}).get("value")
+        t.add_row(r["id"], r["rung"], r["model"], r["status"], _fmt(q), str(s.get("n", "")))
+    out.print(t)
+
+
+@app.command()
+def show(run_id: str, task: Annotated[Path, typer.Option(help="task folder")] = Path("."),
+         limit: int = 20, only_wrong: Annotated[bool, typer.Option("--wrong")] = False,
+         as_json: JsonOpt = False) -> None:
+    """Show one run: its summary, and per example the exact messages, output and score."""
+    _, store = _store(task)
+    r = store.get_run(run_id)
+    if r is None:
+        raise LadderError(f"no run {run_id!r} in {store.path}; `ladder runs` lists them")
+    preds = store.predictions(r["id"])
+    if only_wrong:
+        preds = [p for p in preds if p["score"] is None or p["score"] < 1]
+    if as_json:
+        print(json.dumps({"run": r, "predictions": preds[:limit] if limit else preds},
+                         indent=2))
+        return
+    if r["summary"]:
+        out.print(_table([r["summary"]], f"run {r['id']} ({r['status']})"))
+    for p in preds[:limit]:
+        out.rule(f"{p['example_id']}  score={_fmt(p['score'])}"
+                 + (f"  ({p['score_reason']})" if p["score_reason"] else ""))
+        for m in p["messages"]:
+            out.print(f"[bold cyan]{m['role']}:[/] " + _esc(str(m.get("content"))),
+                      highlight=False)
+        out.print("[bold green]model:[/] " + _esc(p["raw_output"]), highlight=False)
+        out.print("[bold]parsed:[/] " + _esc(p["output"]) + "   [bold]reference:[/] "
+                  + _esc(p["reference"]), highlight=False)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except LadderError as e:
+        err.print(f"[red]error:[/] {_esc(str(e))}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; what was stored is kept — continue with --resume")
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

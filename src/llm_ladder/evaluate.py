@@ -1,0 +1,110 @@
+"""The evaluation runner: one pipeline, one model, one split, every prediction stored.
+
+The loop is: build messages -> generate a chunk -> parse -> score -> store the chunk in one
+transaction. Chunks are a batch for local models and `concurrency` requests for servers.
+A killed run resumes from what is stored (keyed by example id), so nothing is generated,
+scored or billed twice. The summary is always recomputed from the stored rows.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from llm_ladder.costs import cost_per_1k
+from llm_ladder.data import Example
+from llm_ladder.metrics import Metric, Score, unscored
+from llm_ladder.models.base import ChatModel
+from llm_ladder.rungs import Pipeline
+from llm_ladder.stats import bootstrap_mean, bootstrap_stat, percentile
+from llm_ladder.store import Store
+from llm_ladder.task import Price
+
+Progress = Callable[[int], None]
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("llm-ladder", "torch", "transformers", "llama_cpp_python", "openai",
+                "sentence-transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metric: Metric,
+             store: Store, run_id: str, progress: Progress | None = None,
+             chunk_size: int = 8) -> None:
+    """Generate, score and store every example not yet stored for `run_id`."""
+    done = store.done_ids(run_id)
+    pending = [e for e in examples if e.id not in done]
+    if progress and done:
+        progress(len(examples) - len(pending))
+    prepared = [(e, pipeline.build_messages(e.input)) for e in pending]
+    prepared.sort(key=lambda p: sum(len(m.get("content") or "") for m in p[1]))
+    for start in range(0, len(prepared), chunk_size):
+        chunk = prepared[start : start + chunk_size]
+        t0 = time.perf_counter()
+        gens = model.generate([m for _, m in chunk], pipeline.params)
+        share = (time.perf_counter() - t0) / len(chunk)
+        rows = []
+        for (ex, msgs), gen in zip(chunk, gens, strict=True):
+            answer = pipeline.parse(gen.text) if gen.error is None else ""
+            score: Score = (unscored(f"generation failed: {gen.error}") if gen.error
+                            else metric.score(answer, ex.output))
+            rows.append({
+                "example_id": ex.id, "input": ex.input, "messages": msgs,
+                "raw_output": gen.text, "output": answer, "reference": ex.output,
+                "score": score.value, "score_reason": score.reason,
+                "details": {**score.details, "finish_reason": gen.finish_reason,
+                            "compute_s": share},
+                "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+                "latency_s": gen.latency_s, "error": gen.error,
+            })
+        store.add_predictions(run_id, rows)
+        if progress:
+            progress(len(chunk))
+
+
+def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
+              price_source: str = "") -> dict[str, Any]:
+    """Scores with 95% bootstrap intervals, unscored counts, tokens, latency and cost."""
+    scored = [p for p in preds if p["score"] is not None]
+    reasons = Counter(p["score_reason"] for p in preds if p["score"] is None)
+    corpus = getattr(metric, "corpus", None)
+    if corpus is not None and scored:
+        outs = [p["output"] for p in scored]
+        refs = [p["reference"] for p in scored]
+        interval = bootstrap_stat(len(scored), lambda idx: corpus([outs[i] for i in idx],
+                                                                  [refs[i] for i in idx]))
+    else:
+        interval = bootstrap_mean([p["score"] for p in scored])
+    n = len(preds)
+    lat = [p["latency_s"] for p in preds if not p["error"]]
+    mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)  # noqa: E731
+    tin = mean([p["tokens_in"] for p in preds])
+    tout = mean([p["tokens_out"] for p in preds])
+    compute = mean([(p["details"] or {}).get("compute_s", p["latency_s"]) for p in preds])
+    return {
+        "metric": metric.name,
+        "quality": interval.as_dict(),
+        "n": n,
+        "scored": len(scored),
+        "unscored": n - len(scored),
+        "unscored_reasons": dict(reasons),
+        "errors": sum(1 for p in preds if p["error"]),
+        "tokens_in_mean": tin,
+        "tokens_out_mean": tout,
+        "latency_p50_s": percentile(lat, 50),
+        "latency_p95_s": percentile(lat, 95),
+        "compute_s_per_request": compute,
+        "cost_per_1k_usd": cost_per_1k(price, tin, tout, compute),
+        "price_source": price_source,
+    }

@@ -1,0 +1,184 @@
+"""Orchestration: check and split the data, run rungs cheapest first, recommend one.
+
+`prepare` loads the examples (refusing bad rows unless asked to skip them), splits them,
+removes train/dev rows that leak into test, and checks input lengths with the model's own
+tokenizer. `run_rung` evaluates one rung on the test split and stores it. `recommend` picks
+the cheapest rung whose 95% interval lower bound meets the bar within budget. Paired tests
+between rungs, cost of ownership and the fine-tuning/RAG rungs build on this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_ladder import plugins
+from llm_ladder.costs import price_for
+from llm_ladder.data import Problem, check_lengths, format_problems, load_all
+from llm_ladder.errors import LadderError
+from llm_ladder.evaluate import evaluate, package_versions, summarize
+from llm_ladder.metrics import build_metric
+from llm_ladder.models.base import ChatModel
+from llm_ladder.rungs import PROMPTING_RUNGS, RungContext, get_rung
+from llm_ladder.splits import Splits, decontaminate, split_examples
+from llm_ladder.store import Store
+from llm_ladder.task import ModelConfig, Task
+
+LABEL_METRICS = {"accuracy", "macro_f1"}
+
+
+@dataclass
+class Prepared:
+    task: Task
+    splits: Splits
+    problems: list[Problem] = field(default_factory=list)
+    rows_read: int = 0
+    labels: list[str] | None = None
+    schema: dict[str, Any] | None = None
+
+    def split_hash(self) -> str:
+        blob = json.dumps(self.splits.ids(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def prepare(task: Task, skip_bad_rows: bool = False) -> Prepared:
+    paths = [task.path(p) for p in task.data.examples]
+    loaded = load_all(paths, task.data.id_field)
+    test_loaded = None
+    if task.data.test:
+        test_loaded = load_all([task.path(task.data.test)], task.data.id_field)
+        loaded.problems += test_loaded.problems
+        loaded.rows_read += test_loaded.rows_read
+        overlap = {e.id for e in loaded.examples} & {e.id for e in test_loaded.examples}
+        if overlap:
+            raise LadderError(f"ids appear both in examples and in the test file: "
+                              f"{', '.join(sorted(overlap)[:5])}")
+    if loaded.problems and not skip_bad_rows:
+        raise LadderError(f"{len(loaded.problems)} bad row(s) in the examples:\n"
+                          + format_problems(loaded.problems)
+                          + "\nFix them, or pass --skip-bad-rows to run on the good rows only.")
+    splits = split_examples(loaded.examples, task.split.train, task.split.dev, task.split.test,
+                            task.split.seed, test_loaded.examples if test_loaded else None,
+                            task.split.max_test)
+    if not splits.test:
+        raise LadderError(f"{task.name}: the test split is empty; add examples or raise "
+                          "split.test")
+    splits = decontaminate(splits)
+    labels = task.metric.labels
+    if labels is None and task.metric.name in LABEL_METRICS:
+        everything = splits.train + splits.dev + splits.test
+        labels = sorted({e.output.strip() for e in everything})
+    schema = None
+    if task.metric.schema_file:
+        path = task.path(task.metric.schema_file)
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise LadderError(f"{path}: cannot read the metric's JSON schema: {e}") from None
+    return Prepared(task, splits, loaded.problems, loaded.rows_read, labels, schema)
+
+
+def build_model(cfg: ModelConfig) -> ChatModel:
+    factory = plugins.get("models", cfg.backend)
+    return factory(**cfg.model_dump(exclude={"backend"}))
+
+
+def check_context(prep: Prepared, model: ChatModel, skip_bad_rows: bool) -> list[Problem]:
+    """Inputs longer than the model's context, counted with its tokenizer; never truncated."""
+    limit = model.context_length - prep.task.generation.max_tokens
+    everything = prep.splits.train + prep.splits.dev + prep.splits.test
+    problems = check_lengths(everything, model.count_tokens, limit)
+    if problems and not skip_bad_rows:
+        raise LadderError(f"{len(problems)} input(s) too long for {model.name}:\n"
+                          + format_problems(problems)
+                          + "\nShorten them, or pass --skip-bad-rows to leave them out.")
+    bad = {p.example_id for p in problems}
+    for name in ("train", "dev", "test"):
+        setattr(prep.splits, name, [e for e in getattr(prep.splits, name) if e.id not in bad])
+    return problems
+
+
+def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, store: Store,
+             resume: bool = False, progress: Callable[[int, int], Callable[[int], None]]
+             | None = None, ladder_id: str | None = None) -> dict[str, Any]:
+    """Evaluate one rung on the test split; returns the stored run with its summary."""
+    task = prep.task
+    rung = get_rung(rung_name)
+    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema)
+    pipeline = rung.build(ctx)
+    metric = build_metric(task.metric.name, prep.labels, prep.schema)
+    config = {"rung": rung_name, "settings": pipeline.settings,
+              "params": vars(pipeline.params), "model": model.describe(),
+              "metric": task.metric.name, "split": prep.split_hash(),
+              "test_n": len(prep.splits.test)}
+    run_id = None
+    if resume:
+        run_id = store.find_resumable(task.name, rung_name, model_key, "test", config)
+    if run_id is None:
+        run_id = store.create_run(task.name, rung_name, model_key, "test", config,
+                                  package_versions(), ladder_id)
+    elif ladder_id:
+        store.set_ladder(run_id, ladder_id)
+    tick = progress(len(prep.splits.test), rung_name) if progress else None
+    chunk = getattr(model, "batch_size", 8)
+    evaluate(pipeline, model, prep.splits.test, metric, store, run_id, tick, chunk)
+    price, source = price_for(task, model_key)
+    summary = summarize(store.predictions(run_id), metric, price, source)
+    summary.update(run_id=run_id, rung=rung_name, model=model_key)
+    store.finish_run(run_id, summary)
+    return store.get_run(run_id) or {}
+
+
+def rung_names(task: Task) -> list[str]:
+    names = task.rungs.include or PROMPTING_RUNGS
+    known = plugins.names("rungs")
+    for n in names:
+        if n not in known:
+            raise LadderError(f"task.toml: unknown rung {n!r} in rungs.include; known: "
+                              + ", ".join(known))
+    return names
+
+
+def within_budget(task: Task, s: dict[str, Any]) -> tuple[bool, str]:
+    b = task.budget
+    if b.latency_p95_ms and s["latency_p95_s"] is not None \
+            and s["latency_p95_s"] * 1000 > b.latency_p95_ms:
+        return False, (f"p95 latency {s['latency_p95_s'] * 1000:.0f} ms is over the "
+                       f"{b.latency_p95_ms:.0f} ms budget")
+    if b.cost_per_1k_usd is not None and s["cost_per_1k_usd"] is not None \
+            and s["cost_per_1k_usd"] > b.cost_per_1k_usd:
+        return False, (f"${s['cost_per_1k_usd']:.4f} per 1k requests is over the "
+                       f"${b.cost_per_1k_usd:.4f} budget")
+    return True, ""
+
+
+def recommend(task: Task, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cheapest rung (ladder order) whose interval's lower bound meets the bar in budget."""
+    reasons = []
+    for s in summaries:
+        q = s["quality"]
+        if q["value"] is None:
+            reasons.append(f"{s['rung']}: nothing could be scored")
+            continue
+        ok, why = within_budget(task, s)
+        if task.bar is not None and q["low"] >= task.bar and ok:
+            return {"rung": s["rung"], "run_id": s["run_id"], "meets_bar": True,
+                    "reason": (f"{s['rung']} reaches {q['value']:.3f} "
+                               f"[{q['low']:.3f}, {q['high']:.3f}], whose lower bound is at "
+                               f"or above the bar {task.bar:.3f}, within budget; it is the "
+                               "cheapest rung that does."), "notes": reasons}
+        if task.bar is not None:
+            reasons.append(f"{s['rung']}: {q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+                           + (f" — {why}" if not ok else f" — lower bound below bar "
+                              f"{task.bar:.3f}"))
+    scored = [s for s in summaries if s["quality"]["value"] is not None]
+    best = max(scored, key=lambda s: s["quality"]["value"]) if scored else None
+    return {"rung": None, "run_id": None, "meets_bar": False,
+            "closest": best["rung"] if best else None,
+            "reason": ("no rung meets the bar with 95% confidence" if task.bar is not None
+                       else "no quality bar set in task.toml; showing the comparison only")
+            + (f"; the best is {best['rung']} at {best['quality']['value']:.3f}" if best else ""),
+            "notes": reasons}

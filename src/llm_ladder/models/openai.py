@@ -1,0 +1,71 @@
+"""Any OpenAI-compatible chat server (vLLM, llama.cpp server, TGI, Ollama, hosted APIs).
+
+Uses the official `openai` client for its retries with exponential backoff on 429, 5xx and
+timeouts. Requests in a batch run concurrently on a bounded thread pool. The API key comes
+from the environment variable named by `api_key_env` and is never logged, stored or shown:
+error texts are scrubbed of it. Token counts come from the server's `usage`; before a call,
+`count_tokens` can only estimate (4 characters per token), and says so in `describe`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from llm_ladder.errors import LadderError, require
+from llm_ladder.models.base import Generation, GenParams, Messages
+
+
+class OpenAIModel:
+    def __init__(self, name: str, base_url: str | None = None, api_key_env: str | None = None,
+                 concurrency: int = 4, timeout_s: float = 60.0, max_retries: int = 4,
+                 context_length: int | None = None, **_: Any):
+        openai = require("openai", "openai")
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise LadderError(f"model {name!r}: environment variable {api_key_env} is not set")
+        self._secret = key
+        self.name = name
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.batch_size = concurrency
+        self.context_length = context_length or 8192
+        self.client = openai.OpenAI(base_url=base_url, api_key=key or "no-key",
+                                    timeout=timeout_s, max_retries=max_retries)
+        self.max_retries = max_retries
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openai", "name": self.name, "base_url": self.base_url,
+                "concurrency": self.concurrency, "max_retries": self.max_retries,
+                "token_counts_before_call": "estimated (4 chars/token)"}
+
+    def count_tokens(self, messages: Messages) -> int:
+        return sum(len(m.get("content") or "") for m in messages) // 4 + 4 * len(messages)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _one(self, messages: Messages, params: GenParams) -> Generation:
+        t0 = time.perf_counter()
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.name, messages=messages, max_tokens=params.max_tokens,
+                temperature=params.temperature, stop=params.stop or None, seed=0)
+        except Exception as e:  # after the client's own retries
+            status = getattr(e, "status_code", None)
+            msg = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "") + f": {e}"
+            return Generation("", 0, 0, time.perf_counter() - t0, "error", self._scrub(msg)[:500])
+        latency = time.perf_counter() - t0
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Generation(choice.message.content or "", usage.prompt_tokens if usage else 0,
+                          usage.completion_tokens if usage else 0, latency,
+                          choice.finish_reason or "stop")
+
+    def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda m: self._one(m, params), requests))

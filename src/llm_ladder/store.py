@@ -1,0 +1,178 @@
+"""The run store: SQLite in the task's `.ladder/` folder. Runs, predictions, configs.
+
+Schema changes are a list of small migration functions (`m001_initial`, ...) applied in
+order and recorded in `migrations`; never edit one that has shipped, add the next.
+Predictions are keyed by (run_id, example_id), so a resumed run can never store or bill an
+example twice. WAL mode lets `ladder runs` read while a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    _script(db, """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        rung TEXT NOT NULL,
+        model TEXT NOT NULL,
+        split TEXT NOT NULL,
+        status TEXT NOT NULL,            -- running | done | failed
+        config TEXT NOT NULL,            -- JSON: task settings, pipeline settings, model
+        versions TEXT NOT NULL,          -- JSON: package and Python versions
+        summary TEXT,                    -- JSON: scores, intervals, tokens, latency, cost
+        created REAL NOT NULL,
+        finished REAL
+    );
+    CREATE TABLE predictions (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        example_id TEXT NOT NULL,
+        input TEXT NOT NULL,             -- JSON
+        messages TEXT NOT NULL,          -- JSON: the exact messages sent
+        raw_output TEXT NOT NULL,
+        output TEXT NOT NULL,            -- parsed answer
+        reference TEXT NOT NULL,
+        score REAL,                      -- NULL = unscored
+        score_reason TEXT,
+        details TEXT,                    -- JSON
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        error TEXT,
+        created REAL NOT NULL,
+        PRIMARY KEY (run_id, example_id)
+    );
+    """)
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run several statements inside the caller's transaction (executescript would commit)."""
+    for stmt in sql.split(";"):
+        lines = [ln.split("--")[0] for ln in stmt.splitlines()]
+        if "".join(lines).strip():
+            db.execute("\n".join(lines))
+
+
+def m002_ladder_id(db: sqlite3.Connection) -> None:
+    """Group the runs of one `ladder run` so the comparison can be shown again."""
+    db.execute("ALTER TABLE runs ADD COLUMN ladder_id TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_ladder_id]
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
+                        "applied REAL)")
+        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+        for fn in MIGRATIONS:
+            if fn.__name__ not in done:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    fn(self.db)
+                    self.db.execute("INSERT INTO migrations VALUES (?, ?)",
+                                    (fn.__name__, time.time()))
+                    self.db.execute("COMMIT")
+                except Exception:
+                    self.db.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- runs ------------------------------------------------------------------------
+    def create_run(self, task: str, rung: str, model: str, split: str, config: dict,
+                   versions: dict, ladder_id: str | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.db.execute(
+            "INSERT INTO runs (id, task, rung, model, split, status, config, versions, created,"
+            " ladder_id) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            (run_id, task, rung, model, split, json.dumps(config), json.dumps(versions),
+             time.time(), ladder_id))
+        return run_id
+
+    def find_resumable(self, task: str, rung: str, model: str, split: str,
+                       config: dict) -> str | None:
+        """The newest unfinished run with the same settings, if any."""
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE task=? AND rung=? AND model=? AND split=? AND config=? "
+            "AND status!='done' ORDER BY created DESC LIMIT 1",
+            (task, rung, model, split, json.dumps(config))).fetchone()
+        return row["id"] if row else None
+
+    def finish_run(self, run_id: str, summary: dict, status: str = "done") -> None:
+        self.db.execute("UPDATE runs SET status=?, summary=?, finished=? WHERE id=?",
+                        (status, json.dumps(summary), time.time(), run_id))
+
+    def set_ladder(self, run_id: str, ladder_id: str) -> None:
+        self.db.execute("UPDATE runs SET ladder_id=? WHERE id=?", (ladder_id, run_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:  # allow a unique prefix, as git does
+            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ?",
+                                   (run_id + "%",)).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return _run_dict(row) if row else None
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,))
+        return [_run_dict(r) for r in rows]
+
+    # ---- predictions -----------------------------------------------------------------
+    def done_ids(self, run_id: str) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "SELECT example_id FROM predictions WHERE run_id=?", (run_id,))}
+
+    def add_predictions(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Insert a batch in one transaction; a row already stored is kept, never doubled."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, r["example_id"], json.dumps(r["input"]), json.dumps(r["messages"]),
+                  r["raw_output"], r["output"], r["reference"], r["score"], r["score_reason"],
+                  json.dumps(r.get("details") or {}), r["tokens_in"], r["tokens_out"],
+                  r["latency_s"], r.get("error"), now) for r in rows])
+            self.db.execute("COMMIT")
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def predictions(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM predictions WHERE run_id=? ORDER BY example_id",
+                               (run_id,))
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("input", "messages", "details"):
+                d[k] = json.loads(d[k]) if d[k] else None
+            out.append(d)
+        return out
+
+
+def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for k in ("config", "versions", "summary"):
+        d[k] = json.loads(d[k]) if d[k] else None
+    return d

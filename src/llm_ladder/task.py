@@ -1,0 +1,167 @@
+"""The task file (`task.toml`): its schema and loading.
+
+A task names its examples, how to split them, the metric, the quality bar, budgets, models
+and prices. Unknown keys are errors that name the key and the file. Paths are resolved
+relative to the task folder. This module only validates; it reads no example data.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llm_ladder.errors import LadderError
+
+TASK_FILE = "task.toml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    """Where the examples are. `examples` are split; `test`, if given, is the test split."""
+
+    examples: list[str] = Field(min_length=1)
+    test: str | None = None
+    id_field: str = "id"
+
+
+class SplitConfig(Strict):
+    train: float = Field(0.6, ge=0, le=1)
+    dev: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.3, ge=0, le=1)
+    seed: int = 0
+    max_test: int | None = Field(None, ge=1, description="cap on test examples (keeps runs short)")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        if abs(self.train + self.dev + self.test - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + dev + test must be 1.0, got {self.train + self.dev + self.test:g}"
+            )
+        return self
+
+
+class MetricConfig(Strict):
+    name: str = "normalized_match"
+    labels: list[str] | None = None
+    schema_file: str | None = Field(None, alias="schema")
+
+
+class GenerationConfig(Strict):
+    max_tokens: int = Field(64, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+
+class ModelConfig(Strict):
+    """One model: a backend (entry point name), a model name or path, and its settings."""
+
+    backend: str = "local"
+    name: str = "smollm2-135m"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    path: str | None = None
+    context_length: int | None = None
+    threads: int | None = None
+    batch_size: int = Field(8, ge=1, le=512, description="local backends: requests per batch")
+    concurrency: int = Field(4, ge=1, le=256, description="servers: requests in flight")
+    timeout_s: float = 60.0
+    max_retries: int = 4
+
+
+class Price(Strict):
+    """Per 1M tokens for hosted models, or dollars per hour for self-hosted ones."""
+
+    input_per_1m: float | None = Field(None, ge=0)
+    output_per_1m: float | None = Field(None, ge=0)
+    usd_per_hour: float | None = Field(None, ge=0)
+
+
+class Budget(Strict):
+    latency_p95_ms: float | None = Field(None, gt=0)
+    cost_per_1k_usd: float | None = Field(None, ge=0)
+    requests_per_day: float | None = Field(None, ge=0)
+
+
+class PromptConfig(Strict):
+    system: str | None = None
+    few_shot_k: int = Field(4, ge=1, le=64)
+    cot_max_tokens: int = Field(192, ge=16, le=8192)
+
+
+class RungsConfig(Strict):
+    include: list[str] | None = None
+
+
+class Task(Strict):
+    """A validated task. `root` is the task folder (set by `load_task`)."""
+
+    name: str
+    description: str = ""
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    metric: MetricConfig = MetricConfig()
+    bar: float | None = Field(None, ge=0, le=1, description="quality bar on the metric")
+    budget: Budget = Budget()
+    generation: GenerationConfig = GenerationConfig()
+    prompt: PromptConfig = PromptConfig()
+    rungs: RungsConfig = RungsConfig()
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
+    prices: dict[str, Price] = Field(default_factory=dict)
+    root: Path = Field(Path("."), exclude=True)
+
+    def path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".ladder"
+
+    def model(self, key: str | None = None) -> ModelConfig:
+        key = key or "default"
+        if key in self.models:
+            return self.models[key]
+        known = ", ".join(sorted(self.models))
+        raise LadderError(f"unknown model {key!r} in task {self.name!r}; known: {known}")
+
+
+def _format_validation(err: ValidationError, file: Path) -> str:
+    lines = [f"{file}: invalid task file"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{loc}'")
+        elif e["type"] == "missing":
+            lines.append(f"  missing required key '{loc}'")
+        else:
+            lines.append(f"  '{loc}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_task(raw: dict[str, Any], root: Path, file: Path) -> Task:
+    try:
+        task = Task.model_validate(raw)
+    except ValidationError as err:
+        raise LadderError(_format_validation(err, file)) from None
+    task.root = root
+    return task
+
+
+def load_task(task_dir: str | Path) -> Task:
+    """Read TASK_DIR/task.toml (or a .toml path) into a validated Task."""
+    p = Path(task_dir)
+    file = p if p.suffix == ".toml" else p / TASK_FILE
+    if not file.is_file():
+        raise LadderError(f"{file}: task file not found")
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise LadderError(f"{file}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise LadderError(f"{file}: TOML syntax error: {e}") from None
+    return parse_task(raw, file.parent.resolve(), file)

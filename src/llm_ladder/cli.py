@@ -23,8 +23,8 @@ from llm_ladder.errors import LadderError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Climb the ladder: prompt, retrieve or fine-tune, decided on your data.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 TaskDir = Annotated[Path, typer.Argument(help="folder with task.toml")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]

@@ -125,13 +125,14 @@ def check_messages(msgs: Any, name: str = "messages") -> Messages:
     return out
 
 
-def _split_last_assistant(msgs: Messages, name: str) -> tuple[Messages, str]:
+def _split_last_assistant(msgs: Messages, name: str,
+                          need_user: bool = True) -> tuple[Messages, str]:
     if msgs[-1]["role"] != "assistant":
         if not any(m["role"] == "assistant" for m in msgs):
             raise RowError(name, "has no assistant turn (nothing to learn or score)")
         raise RowError(name, "must end with the assistant turn that is the expected output")
     prompt = msgs[:-1]
-    if not any(m["role"] == "user" for m in prompt):
+    if need_user and not any(m["role"] == "user" for m in prompt):
         raise RowError(name, "has no user turn before the assistant's answer")
     last = msgs[-1]
     if last.get("tool_calls") and not last.get("content"):
@@ -162,7 +163,9 @@ def normalize_row(row: Any, fmt: str) -> tuple[str | Messages, str]:
     if fmt == "prompt":
         comp = row["completion"]
         if isinstance(comp, list):
-            comp = _split_last_assistant(check_messages(comp, "completion"), "completion")[1]
+            # TRL's conversational completion is just the assistant turn(s); no user turn
+            comp = _split_last_assistant(check_messages(comp, "completion"), "completion",
+                                         need_user=False)[1]
         return _input(row["prompt"], "prompt"), _text(comp, "completion")
     if fmt == "alpaca":
         instr = _text(row.get("instruction"), "instruction")
@@ -206,7 +209,7 @@ def _iter_jsonl(path: Path):
             if not text.strip():
                 continue
             try:
-                yield lineno, json.loads(text), None
+                yield lineno, json.loads(text.rstrip("\r\n")), None  # colno on this line
             except json.JSONDecodeError as e:
                 yield lineno, None, RowError("", f"invalid JSON: {e.msg} at column {e.colno}")
 
@@ -227,6 +230,10 @@ def _iter_csv(path: Path):
         lineno = reader.line_num
         if None in row:
             yield lineno, None, RowError("", f"{len(row[None])} more field(s) than the header")
+            continue
+        short = sum(1 for v in row.values() if v is None)
+        if short:
+            yield lineno, None, RowError("", f"{short} fewer field(s) than the header")
             continue
         yield lineno, {k: v for k, v in row.items() if v is not None}, None
 
@@ -267,12 +274,12 @@ def load_examples(path: Path, id_field: str = "id") -> LoadResult:
             elif not isinstance(ex_id, str | int):
                 raise RowError(id_field, f"must be a string or integer, got {type(ex_id).__name__}")
             ex_id = str(ex_id)
-            if ex_id in seen:
-                raise RowError(id_field, f"duplicate id {ex_id!r} (first at line {seen[ex_id]})")
-            seen[ex_id] = lineno
             meta = row.get("meta") or {}
             if not isinstance(meta, dict):
                 raise RowError("meta", f"must be an object, got {type(meta).__name__}")
+            if ex_id in seen:
+                raise RowError(id_field, f"duplicate id {ex_id!r} (first at line {seen[ex_id]})")
+            seen[ex_id] = lineno
             examples.append(Example(ex_id, inp, out, meta, f"{path.name}:{lineno}"))
         except RowError as e:
             problems.append(Problem(str(path), lineno, e.field, e.message))

@@ -1,0 +1,67 @@
+"""Shared fixtures. Models load from installed packages only (HF_HUB_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "examples" / "construction-faq" / "data" / "faq.jsonl"
+LADDER = [sys.executable, "-m", "llm_ladder.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The real embedded model, loaded once per test session."""
+    from llm_ladder.models.local import TransformersModel
+
+    return TransformersModel(batch_size=4)
+
+
+def write_task(folder: Path, n_rows: int = 40, extra: str = "", max_test: int = 6,
+               model: str = '[models.default]\nbackend = "local"\nname = "smollm2-135m"\n'
+               'batch_size = 4\n') -> Path:
+    """A small real task: the first `n_rows` construction-FAQ questions -> category."""
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    rows = FAQ.read_text(encoding="utf-8").splitlines()[:n_rows]
+    (folder / "data" / "faq.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "task.toml").write_text(f"""
+name = "tiny-faq"
+description = "Classify a question about Swedish construction rules into its FAQ category."
+bar = 0.5
+{extra}
+[data]
+examples = ["data/faq.jsonl"]
+[split]
+train = 0.7
+dev = 0.0
+test = 0.3
+seed = 1
+max_test = {max_test}
+[metric]
+name = "accuracy"
+[generation]
+max_tokens = 12
+[prompt]
+few_shot_k = 3
+{model}
+""", encoding="utf-8")
+    return folder
+
+
+def read_json(text: str):
+    return json.loads(text)

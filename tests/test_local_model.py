@@ -1,0 +1,38 @@
+"""The embedded model, for real: exact greedy output, batching that changes nothing."""
+
+from llm_ladder.models.base import GenParams
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_exact_greedy_output(smol):
+    (gen,) = smol.generate([FRANCE], GenParams(max_tokens=20))
+    assert gen.error is None
+    assert gen.text == "The capital of France is Paris."
+    assert gen.finish_reason == "stop"  # stopped at <|im_end|>, not at max_tokens
+    assert gen.tokens_in == smol.count_tokens(FRANCE) > 10
+    assert gen.tokens_out == 8  # 7 text tokens + the end-of-turn token
+
+
+def test_batched_equals_one_at_a_time(smol):
+    prompts = [FRANCE,
+               [{"role": "user", "content": "Name a primary colour."}],
+               [{"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "What colour is the sky on a clear day?"}]]
+    params = GenParams(max_tokens=12)
+    batched = [g.text for g in smol.generate(prompts, params)]
+    single = [smol.generate([p], params)[0].text for p in prompts]
+    assert batched == single
+    assert all(batched)
+
+
+def test_prompt_longer_than_context_fails_loudly(smol):
+    huge = [{"role": "user", "content": "word " * (smol.context_length + 10)}]
+    gens = smol.generate([huge, FRANCE], GenParams(max_tokens=8))
+    assert gens[0].error and "exceeds context" in gens[0].error
+    assert gens[1].error is None and "Paris" in gens[1].text
+
+
+def test_second_load_uses_cached_safetensors(smol):
+    assert (smol.folder / "model.safetensors").is_file()
+    assert not list(smol.folder.glob("*.bin")) and not list(smol.folder.glob("*.pt"))

@@ -55,7 +55,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return f"{where}: {self.field}: {self.message}" if self.field else \
+            f"{where}: {self.message}"
 
 
 @dataclass
@@ -117,7 +118,8 @@ def check_messages(msgs: Any, name: str = "messages") -> Messages:
             raise RowError(where, "has no 'content'")
         if content is not None:
             if not isinstance(content, str):
-                raise RowError(f"{where}.content", f"must be a string, got {type(content).__name__}")
+                raise RowError(f"{where}.content",
+                               f"must be a string, got {type(content).__name__}")
             if not content.strip() and not m.get("tool_calls"):
                 raise RowError(f"{where}.content", "is empty")
         out.append({k: v for k, v in m.items() if k in ("role", "content", "name", "tool_calls",

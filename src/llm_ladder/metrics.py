@@ -86,6 +86,7 @@ class LabelAccuracy:
         return match_label(text, self.labels)
 
     def score(self, prediction: str, reference: str) -> Score:
+        reference = reference.strip()
         if self.labels is not None and reference not in self.labels:
             return unscored(f"reference {reference!r} is not one of the task's labels")
         got = self.label_of(prediction)

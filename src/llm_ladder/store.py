@@ -106,7 +106,8 @@ class Store:
         self.db.execute(
             "INSERT INTO runs (id, task, rung, model, split, status, config, versions, created,"
             " ladder_id) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, task, rung, model, split, json.dumps(config), json.dumps(versions),
+            (run_id, task, rung, model, split, json.dumps(config, sort_keys=True),
+             json.dumps(versions),
              time.time(), ladder_id))
         return run_id
 
@@ -116,7 +117,7 @@ class Store:
         row = self.db.execute(
             "SELECT id FROM runs WHERE task=? AND rung=? AND model=? AND split=? AND config=? "
             "AND status!='done' ORDER BY created DESC LIMIT 1",
-            (task, rung, model, split, json.dumps(config))).fetchone()
+            (task, rung, model, split, json.dumps(config, sort_keys=True))).fetchone()
         return row["id"] if row else None
 
     def finish_run(self, run_id: str, summary: dict, status: str = "done") -> None:
@@ -129,8 +130,8 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:  # allow a unique prefix, as git does
-            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ?",
-                                   (run_id + "%",)).fetchall()
+            rows = self.db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ?",
+                                   (len(run_id), run_id)).fetchall() if run_id else []
             row = rows[0] if len(rows) == 1 else None
         return _run_dict(row) if row else None
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own `llama-bench` from the llama-cpp-python sdist on PyPI (the same
+# llama.cpp version our backend runs), with the same CPU flags as our wheel. Output:
+# bench/.build/llama-bench. Takes a few minutes on 2 cores; run once.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$here/.build"
+[ -x "$out/llama-bench" ] && { echo "$out/llama-bench"; exit 0; }
+mkdir -p "$out/src"
+ver="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+python3 -m pip download -q --no-deps --no-binary :all: -d "$out/src" "llama-cpp-python==$ver"
+tar -xzf "$out/src/llama_cpp_python-$ver.tar.gz" -C "$out/src"
+src="$out/src/llama_cpp_python-$ver/vendor/llama.cpp"
+cmake -S "$src" -B "$out/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON \
+  -DGGML_AMX_INT8=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DBUILD_SHARED_LIBS=OFF > "$out/cmake.log"
+cmake --build "$out/cmake" --target llama-bench -j 2 >> "$out/cmake.log"
+cp "$(find "$out/cmake" -name llama-bench -type f -perm -u+x | head -1)" "$out/llama-bench"
+echo "$out/llama-bench"

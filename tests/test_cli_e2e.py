@@ -77,3 +77,14 @@ def test_user_mistakes_get_one_clear_line(tmp_path):
     assert proc.returncode == 2 and "known:" in proc.stderr and "Traceback" not in proc.stderr
     proc = ladder("show", "nope", "--task", task2, check=False)
     assert proc.returncode == 2 and "no run 'nope'" in proc.stderr
+
+
+def test_repeat_at_temperature_zero_reports_no_variance(tmp_path):
+    task = write_task(tmp_path / "t", max_test=4)
+    doc = json.loads(ladder("eval", task, "--rung", "system-prompt", "--repeat", "2",
+                            "--json").stdout)
+    rep = doc["repeat"]["system-prompt"]
+    assert len(rep["runs"]) == 2 and len(set(rep["runs"])) == 2
+    assert rep["n"] == 4 and rep["differing"] == 0
+    assert rep["quality"][0] == rep["quality"][1]
+    assert doc["input_tokens"]["max"] >= doc["input_tokens"]["median"] > 0

@@ -66,6 +66,11 @@ def _prepare(task_dir: Path, skip: bool, model_key: str):
     with err.status(f"loading model {model_key}…"):
         model = build_model(task.model(model_key))
     too_long = check_context(prep, model, skip)
+    ts = prep.token_spread
+    if ts:
+        err.print(f"input tokens ({model_key}'s tokenizer, chat template included): min "
+                  f"{ts['min']}, median {ts['median']}, p95 {ts['p95']}, max {ts['max']} "
+                  f"(limit {ts['limit']})")
     if too_long:
         err.print(f"[yellow]{len(too_long)} input(s) longer than the context skipped[/]")
     return task, store, prep, model
@@ -92,7 +97,7 @@ def _table(summaries: list[dict[str, Any]], title: str) -> Table:
 
 
 def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
-               resume: bool, as_json: bool) -> dict[str, Any]:
+               resume: bool, as_json: bool, repeat: int = 1) -> dict[str, Any]:
     from llm_ladder.ladder import recommend, run_rung, rung_names
 
     task, store, prep, model = _prepare(task_dir, skip, model_key)
@@ -104,18 +109,25 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
             tid = bar.add_task(label, total=total)
             return lambda n: bar.advance(tid, n)
 
+        repeats = {}
         for name in names:
             run = run_rung(prep, name, model_key, model, store, resume, progress, ladder_id)
             summaries.append(run["summary"])
+            if repeat > 1:
+                again = [run_rung(prep, name, model_key, model, store, False, progress)
+                         for _ in range(repeat - 1)]
+                repeats[name] = _variance(store, [run, *again])
     rec = recommend(task, summaries)
     split = prep.splits
     doc = {"task": task.name, "ladder_id": ladder_id, "model": model_key,
            "metric": task.metric.name, "bar": task.bar,
            "split": {"train": len(split.train), "dev": len(split.dev), "test": len(split.test),
                      "capped_test": split.capped_test},
-           "bad_rows": len(prep.problems),
+           "bad_rows": len(prep.problems), "input_tokens": prep.token_spread,
            "leakage": split.leakage.counts() if split.leakage else {},
            "rungs": summaries, "recommendation": rec}
+    if repeats:
+        doc["repeat"] = repeats
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
@@ -125,9 +137,24 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
                   + rec["reason"])
         for note in rec.get("notes", []):
             out.print(f"  · {note}")
+        for name, v in repeats.items():
+            out.print(f"repeat {name}: {v['differing']} of {v['n']} outputs differed across "
+                      f"{len(v['runs'])} runs at the same settings; quality "
+                      + ", ".join(_fmt(q) for q in v["quality"]))
         out.print(f"[dim]runs stored in {store.path}; see `ladder show RUN_ID --task "
                   f"{task_dir}`[/]")
     return doc
+
+
+def _variance(store, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many examples got a different raw output across repeated runs (temperature 0
+    should give none; batching or server nondeterminism can)."""
+    outs = [{p["example_id"]: p["raw_output"] for p in store.predictions(r["id"])}
+            for r in runs]
+    ids = set(outs[0])
+    differing = sum(1 for i in ids if len({o.get(i) for o in outs}) > 1)
+    return {"runs": [r["id"] for r in runs], "n": len(ids), "differing": differing,
+            "quality": [r["summary"]["quality"]["value"] for r in runs]}
 
 
 @app.command()
@@ -144,12 +171,15 @@ def run(task_dir: TaskDir, model: ModelOpt = "default",
 def eval_(task_dir: TaskDir,
           rung: Annotated[str, typer.Option(help="rung name, e.g. few-shot-nearest")],
           model: ModelOpt = "default", skip_bad_rows: SkipOpt = False,
-          resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
+          resume: ResumeOpt = False, as_json: JsonOpt = False,
+          repeat: Annotated[int, typer.Option(min=1, max=10, help="run N times and report "
+                                              "outputs that differ (nondeterminism)")] = 1,
+          ) -> None:
     """Run one rung on the test split."""
     from llm_ladder import plugins
 
     plugins.get("rungs", rung)  # fail fast on an unknown name
-    _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json)
+    _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json, repeat)
 
 
 @app.command()

@@ -282,7 +282,7 @@ def load_examples(path: Path, id_field: str = "id") -> LoadResult:
             if ex_id in seen:
                 raise RowError(id_field, f"duplicate id {ex_id!r} (first at line {seen[ex_id]})")
             seen[ex_id] = lineno
-            examples.append(Example(ex_id, inp, out, meta, f"{path.name}:{lineno}"))
+            examples.append(Example(ex_id, inp, out, meta, f"{path}:{lineno}"))
         except RowError as e:
             problems.append(Problem(str(path), lineno, e.field, e.message))
     if n == 0:

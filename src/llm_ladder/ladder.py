@@ -38,6 +38,7 @@ class Prepared:
     rows_read: int = 0
     labels: list[str] | None = None
     schema: dict[str, Any] | None = None
+    token_spread: dict[str, int] = field(default_factory=dict)
 
     def split_hash(self) -> str:
         blob = json.dumps(self.splits.ids(), sort_keys=True).encode()
@@ -90,7 +91,18 @@ def check_context(prep: Prepared, model: ChatModel, skip_bad_rows: bool) -> list
     """Inputs longer than the model's context, counted with its tokenizer; never truncated."""
     limit = model.context_length - prep.task.generation.max_tokens
     everything = prep.splits.train + prep.splits.dev + prep.splits.test
-    problems = check_lengths(everything, model.count_tokens, limit)
+    counts: list[int] = []
+
+    def counting(msgs):
+        counts.append(model.count_tokens(msgs))
+        return counts[-1]
+
+    problems = check_lengths(everything, counting, limit)
+    if counts:
+        counts.sort()
+        prep.token_spread = {"min": counts[0], "median": counts[len(counts) // 2],
+                             "p95": counts[min(len(counts) - 1, int(0.95 * len(counts)))],
+                             "max": counts[-1], "limit": limit}
     if problems and not skip_bad_rows:
         raise LadderError(f"{len(problems)} input(s) too long for {model.name}:\n"
                           + format_problems(problems)

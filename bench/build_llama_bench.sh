@@ -13,8 +13,7 @@ tar -xzf "$out/src/llama_cpp_python-$ver.tar.gz" -C "$out/src"
 src="$out/src/llama_cpp_python-$ver/vendor/llama.cpp"
 cmake -S "$src" -B "$out/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
   -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON \
-  -DGGML_AMX_INT8=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_LLAMAFILE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
   -DBUILD_SHARED_LIBS=OFF > "$out/cmake.log"
 cmake --build "$out/cmake" --target llama-bench -j 2 >> "$out/cmake.log"
 cp "$(find "$out/cmake" -name llama-bench -type f -perm -u+x | head -1)" "$out/llama-bench"

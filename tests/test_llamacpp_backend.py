@@ -5,6 +5,10 @@ import pytest
 from llm_ladder.models.base import GenParams
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# The Q4_1 llama.cpp path and the float transformers path are near-tied on the first token
+# for FRANCE ("The" 25.33 vs "L" 25.24 in float logits), so answers are checked on a
+# prompt where both agree.
+SUM = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +19,9 @@ def lcpp():
 
 
 def test_answers_and_stops_at_end_of_turn(lcpp):
-    (g,) = lcpp.generate([FRANCE], GenParams(max_tokens=32))
-    assert g.error is None and "Paris" in g.text
-    assert g.finish_reason == "stop" and g.tokens_out < 32
+    (g,) = lcpp.generate([SUM], GenParams(max_tokens=32))
+    assert g.error is None and g.text == "The answer to this classic math problem is 4."
+    assert g.finish_reason == "stop" and g.tokens_out == 11
     assert "<|im_end|>" not in g.text
 
 

@@ -14,6 +14,7 @@ from llm_ladder.models.base import GenParams
 from llm_ladder.models.openai import OpenAIModel
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+SUM = [{"role": "user", "content": "What is 2 + 2?"}]
 SECRET = "sk-test-0123456789abcdef"
 
 
@@ -27,11 +28,11 @@ def test_generates_against_llama_cpp_server(server, monkeypatch):
     monkeypatch.setenv("LADDER_TEST_KEY", SECRET)
     model = OpenAIModel("smollm2", base_url=server, api_key_env="LADDER_TEST_KEY",
                         concurrency=2)
-    gens = model.generate([FRANCE, FRANCE, FRANCE], GenParams(max_tokens=20))
+    gens = model.generate([SUM, SUM, FRANCE], GenParams(max_tokens=20))
     for g in gens:
         assert g.error is None
-        assert "Paris" in g.text
         assert g.tokens_in > 10 and 0 < g.tokens_out <= 20 and g.latency_s > 0
+    assert gens[0].text == gens[1].text == "The answer to this classic math problem is 4."
     assert SECRET not in json.dumps(model.describe())
 
 

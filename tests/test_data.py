@@ -70,7 +70,7 @@ def test_blank_lines_are_skipped_but_counted_in_line_numbers(tmp_path):
     p = only_problem(r)
     assert (p.file, p.line, p.field) == (str(f), 4, "")
     assert p.message.startswith("invalid JSON")
-    assert [(e.id, e.source) for e in r.examples] == [("a", "rows.jsonl:1"),
+    assert [(e.id, Path(e.source).name) for e in r.examples] == [("a", "rows.jsonl:1"),
                                                      ("e", "rows.jsonl:5")]
     assert r.rows_read == 3
 
@@ -124,7 +124,7 @@ def test_openai_messages_normalize(tmp_path):
     assert ex.id == "m"
     assert ex.input == [S, U, A, {"role": "user", "content": "and?"}]  # "weight" dropped
     assert ex.output == "done"
-    assert ex.source == "chat.jsonl:1"
+    assert Path(ex.source).name == "chat.jsonl:1"
     assert ex.input_text() == "system: be brief\nuser: hello\nassistant: hi\nuser: and?"
 
 
@@ -222,15 +222,15 @@ def test_rejected_row_does_not_claim_its_id(tmp_path):
     ])
     r = load_examples(f)
     assert only_problem(r) == Problem(str(f), 1, "meta", "must be an object, got str")
-    assert [(e.id, e.source) for e in r.examples] == [("a", "rows.jsonl:2")]
+    assert [(e.id, Path(e.source).name) for e in r.examples] == [("a", "rows.jsonl:2")]
 
 
 def test_duplicate_ids_across_files(tmp_path):
     a = write_lines(tmp_path / "a.jsonl", [plain("x"), plain("y")])
     b = write_lines(tmp_path / "b.jsonl", [plain("z"), plain("y", "other"), plain("w")])
     r = load_all([a, b])
-    assert r.problems == [Problem(str(b), 2, "id", "duplicate id 'y' (also at a.jsonl:2)")]
-    assert [(e.id, e.source) for e in r.examples] == [
+    assert r.problems == [Problem(str(b), 2, "id", f"duplicate id 'y' (also at {a}:2)")]
+    assert [(e.id, Path(e.source).name) for e in r.examples] == [
         ("x", "a.jsonl:1"), ("y", "a.jsonl:2"), ("z", "b.jsonl:1"), ("w", "b.jsonl:3")]
     assert r.examples[1].input == "question y"
     assert r.rows_read == 5
@@ -310,7 +310,7 @@ def test_csv_good_file(tmp_path):
                   'r3,Malmö,city,\n'.encode())
     r = load_examples(f)
     assert r.problems == []
-    assert [(e.id, e.input, e.output, e.source) for e in r.examples] == [
+    assert [(e.id, e.input, e.output, Path(e.source).name) for e in r.examples] == [
         ("r1", "Hello, world", "greeting", "rows.csv:2"),
         ("r2", "two\nlines", "multi", "rows.csv:4"),
         ("r3", "Malmö", "city", "rows.csv:5")]

@@ -33,7 +33,9 @@ class Embedder:
         self.name = name
         self.batch_size = batch_size
         self.model = st.SentenceTransformer(str(folder), device="cpu")
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -1,0 +1,274 @@
+"""Vector stores: the `VectorStore` protocol and an embedded, persistent LanceDB implementation.
+
+`LanceStore` keeps one table (`chunks`) in a folder. The embedder's name and dimension are
+written into the table's schema metadata when the index is created, and opening or writing it
+with another embedder or dimension is a LadderError naming both. Vectors are validated
+(shape, dimension, NaN/inf after the cast to float32) before anything is written. `add` is an
+upsert by chunk id (`merge_insert`), so re-adding unchanged chunks adds nothing. Every write is
+a new LanceDB version that becomes visible only when its manifest is committed, so a process
+killed during `add` leaves the previous version readable. Metadata filters (`where`) are
+compiled to a LanceDB prefilter, applied inside the vector search rather than to its top-k.
+
+Writers: LanceDB itself takes no lock (it commits optimistically and retries or fails on
+conflicts), so the first write of a `LanceStore` takes a non-blocking `fcntl.flock` on
+`<folder>/.write.lock` and holds it until `close()`; a second writer gets a LadderError with
+the holder's pid. Readers never lock and see the latest committed version.
+Skipped here: ANN indexes (searches are exact, fine to ~10^5 chunks), pgvector and remote
+stores, locking on platforms without `fcntl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from llm_ladder.errors import LadderError, require
+from llm_ladder.rag.chunking import Chunk
+
+TABLE = "chunks"
+LOCK_FILE = ".write.lock"
+FILTER_KEYS = ("id", "doc_id", "source", "position")
+_META_EMBEDDER = b"llm_ladder.embedder"
+_META_DIM = b"llm_ladder.dim"
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def add(self, chunks: Sequence[Chunk], vectors: Any) -> int:
+        """Upsert chunks with their vectors by chunk id; returns how many ids were new."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete chunks by id; returns how many were removed."""
+
+    def ids(self) -> set[str]: ...
+
+    def chunks(self, where: dict[str, Any] | None = None) -> list[Chunk]: ...
+
+    def search(self, vector: Any, k: int = 10,
+               where: dict[str, Any] | None = None) -> list[tuple[Chunk, float]]:
+        """The k nearest chunks (cosine similarity, best first) among those matching `where`."""
+
+    def count(self) -> int: ...
+
+    def info(self) -> dict[str, Any]:
+        """At least {'embedder': name, 'dim': int}."""
+
+
+class LanceStore:
+    """A LanceDB table in `path`; created on first open when `create` is true."""
+
+    def __init__(self, path: str | Path, embedder: str, dim: int, create: bool = True):
+        self.lancedb = require("lancedb", "rag")
+        self.pa = require("pyarrow", "rag")
+        self.path = Path(path)
+        self.embedder = embedder
+        self.dim = int(dim)
+        self._lock_fd: int | None = None
+        if self.dim < 1:
+            raise LadderError(f"embedding dimension must be positive, not {dim}")
+        if not create and not self._committed():
+            raise LadderError(f"no index at {self.path}; build one first")
+        self.path.mkdir(parents=True, exist_ok=True)
+        # read_consistency_interval=0: every read sees the latest committed version.
+        self.db = self.lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+        if not self._committed():
+            self._lock()
+        if self._committed():  # (possibly created by another process meanwhile)
+            try:
+                self.table = self.db.open_table(TABLE)
+            except Exception as e:  # lancedb raises ValueError/RuntimeError/OSError here
+                raise LadderError(f"cannot open the index at {self.path}: {e}") from None
+        else:
+            # No committed version: a new index, or one whose creation was killed; "overwrite"
+            # replaces only that uncommitted debris.
+            self.table = self.db.create_table(TABLE, schema=self._schema(), mode="overwrite")
+        self._check_embedder()
+
+    def _committed(self) -> bool:
+        """Whether the table has at least one committed version (manifest)."""
+        versions = self.path / f"{TABLE}.lance" / "_versions"
+        return versions.is_dir() and any(versions.glob("*.manifest"))
+
+    def _schema(self) -> Any:
+        pa = self.pa
+        return pa.schema([
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("position", pa.int64()),
+            pa.field("text", pa.string()),
+            pa.field("meta", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), self.dim)),
+        ], metadata={_META_EMBEDDER: self.embedder.encode(), _META_DIM: str(self.dim).encode()})
+
+    def _check_embedder(self) -> None:
+        meta = self.table.schema.metadata or {}
+        if _META_EMBEDDER not in meta or _META_DIM not in meta:
+            raise LadderError(f"{self.path} is not an llm-ladder index (no embedder recorded)")
+        name, dim = meta[_META_EMBEDDER].decode(), int(meta[_META_DIM])
+        if (name, dim) != (self.embedder, self.dim):
+            raise LadderError(
+                f"the index at {self.path} was built with embedder {name!r} (dim {dim}); "
+                f"this uses {self.embedder!r} (dim {self.dim}); rebuild the index or use "
+                f"{name!r}")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        lock_path = self.path / LOCK_FILE
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LadderError(f"the index at {self.path} is being written by another process "
+                              f"(pid {holder}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the write lock (if held). Reading still works after close."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> LanceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _vectors(self, vectors: Any, n: int) -> np.ndarray:
+        try:
+            arr = np.asarray(vectors, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise LadderError(f"vectors are not numeric arrays: {e}") from None
+        if arr.ndim != 2 or arr.shape != (n, self.dim):
+            raise LadderError(f"vectors have shape {arr.shape}; expected ({n}, {self.dim}) "
+                              f"for {n} chunk(s) from {self.embedder!r}")
+        with np.errstate(over="ignore"):  # overflow to inf is caught by the callers
+            return arr.astype(np.float32)
+
+    def add(self, chunks: Sequence[Chunk], vectors: Any) -> int:
+        chunks = list(chunks)
+        arr = self._vectors(vectors, len(chunks))
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            ids = [c.id for c, b in zip(chunks, bad, strict=True) if b]
+            raise LadderError(f"{len(ids)} vector(s) contain NaN or infinity (after float32), "
+                              f"e.g. chunk {ids[0]}; nothing was written")
+        seen: set[str] = set()
+        dupes = {c.id for c in chunks if c.id in seen or seen.add(c.id)}
+        if dupes:
+            raise LadderError(f"duplicate chunk ids in one add: {sorted(dupes)[:3]}")
+        if not chunks:
+            return 0
+        self._lock()
+        self._check_embedder()
+        data = self.pa.Table.from_pylist([{
+            "id": c.id, "doc_id": c.doc_id, "source": c.source, "position": c.position,
+            "text": c.text, "meta": json.dumps(c.meta, ensure_ascii=False, default=str),
+            "vector": v} for c, v in zip(chunks, arr, strict=True)], schema=self._schema())
+        result = (self.table.merge_insert("id").when_matched_update_all()
+                  .when_not_matched_insert_all().execute(data))
+        return int(result.num_inserted_rows)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return 0
+        self._lock()
+        before = self.count()
+        for i in range(0, len(ids), 500):
+            self.table.delete(_in_list("id", ids[i:i + 500]))
+        return before - self.count()
+
+    def optimize(self) -> None:
+        """Compact the many small fragments that batched adds leave (old versions are kept)."""
+        self._lock()
+        self.table.optimize()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.table.count_rows())
+
+    def ids(self) -> set[str]:
+        if not self.count():
+            return set()
+        return set(self.table.search().select(["id"]).limit(None).to_arrow()
+                   .column("id").to_pylist())
+
+    def chunks(self, where: dict[str, Any] | None = None) -> list[Chunk]:
+        query = self.table.search().select(["id", "doc_id", "source", "position", "text",
+                                            "meta"])
+        if where:
+            query = query.where(_where_sql(where))
+        rows = query.limit(None).to_list()
+        return sorted((_chunk(r) for r in rows), key=lambda c: (c.doc_id, c.position, c.id))
+
+    def search(self, vector: Any, k: int = 10,
+               where: dict[str, Any] | None = None) -> list[tuple[Chunk, float]]:
+        vec = self._vectors([vector], 1)[0]
+        if not np.isfinite(vec).all():
+            raise LadderError("the query vector contains NaN or infinity")
+        if k < 1 or not self.count():
+            return []
+        query = self.table.search(vec, vector_column_name="vector").distance_type("cosine")
+        if where:
+            query = query.where(_where_sql(where), prefilter=True)
+        rows = query.select(["id", "doc_id", "source", "position", "text", "meta",
+                             "_distance"]).limit(k).to_list()
+        return [(_chunk(r), 1.0 - float(r["_distance"])) for r in rows]
+
+    def info(self) -> dict[str, Any]:
+        return {"embedder": self.embedder, "dim": self.dim, "backend": "lancedb",
+                "path": str(self.path), "version": int(self.table.version),
+                "count": self.count()}
+
+
+def _chunk(row: dict[str, Any]) -> Chunk:
+    return Chunk(id=row["id"], doc_id=row["doc_id"], source=row["source"],
+                 position=int(row["position"]), text=row["text"],
+                 meta=json.loads(row["meta"] or "{}"))
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise LadderError(f"filter values must be strings or integers, not {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(column: str, values: Sequence[Any]) -> str:
+    return f"{column} IN ({', '.join(_literal(v) for v in values)})"
+
+
+def _where_sql(where: dict[str, Any]) -> str:
+    """{'source': 'a.md'} -> "source = 'a.md'"; a list value means any of them."""
+    parts = []
+    for key, value in where.items():
+        if key not in FILTER_KEYS:
+            raise LadderError(f"cannot filter on {key!r}; filterable: {', '.join(FILTER_KEYS)}")
+        if isinstance(value, list | tuple | set):
+            if not value:
+                return "false"
+            parts.append(_in_list(key, sorted(value, key=str)))
+        else:
+            parts.append(f"{key} = {_literal(value)}")
+    return " AND ".join(parts) or "true"

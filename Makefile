@@ -22,7 +22,7 @@ $(VENV)/.core: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c $(LOCK) -e '.[local,openai]'
+	$(PIP) install -c $(LOCK) -e '.[local,openai,rag]'
 	$(PIP) install --no-deps $(DATA)
 	touch $@
 
@@ -31,7 +31,7 @@ $(VENV)/.dev: $(VENV)/.core
 	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) \
 	  llama-cpp-python==$(LLAMA_VER)
 	$(PIP) install --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl
-	$(PIP) install -c $(LOCK) -e '.[local,openai,llamacpp,dev]'
+	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,llamacpp,dev,pgtest]'
 	touch $@
 
 install: $(VENV)/.core

@@ -82,6 +82,17 @@ def test_a_creation_killed_before_its_first_commit_is_recreated(tmp_path: Path) 
     assert LanceStore(tmp_path / "index", "test-embedder", DIM, create=False).count() == 1
 
 
+def test_a_corrupt_index_is_reported_not_overwritten(store: LanceStore, tmp_path: Path) -> None:
+    store.add([chunk(0)], vectors(1))
+    store.close()
+    manifests = sorted((tmp_path / "index" / "chunks.lance" / "_versions").glob("*.manifest"))
+    for m in manifests:
+        m.write_bytes(b"junk" * 10)
+    with pytest.raises(LadderError, match="cannot open the index at"):
+        LanceStore(tmp_path / "index", "test-embedder", DIM)
+    assert all(m.read_bytes() == b"junk" * 10 for m in manifests)  # left for the user
+
+
 def test_refuses_another_embedder_or_dimension(store: LanceStore, tmp_path: Path) -> None:
     store.add([chunk(0)], vectors(1))
     with pytest.raises(LadderError, match="'test-embedder' \\(dim 8\\).*'other-model' \\(dim 8\\)"):
@@ -241,5 +252,6 @@ def test_sigkill_during_adds_leaves_a_readable_committed_version(tmp_path: Path)
     for b in range(batches):  # re-adding what survived adds nothing
         assert store.add(*writer.batch_of(b, batch, DIM)) == 0
     assert store.count() == n
-    assert store.add(*writer.batch_of(batches, batch, DIM)) == batch  # and the lock died with the writer
+    # ... and the writer's lock died with it.
+    assert store.add(*writer.batch_of(batches, batch, DIM)) == batch
     store.close()

@@ -1,4 +1,4 @@
-"""The `ladder` command: check, run, eval, runs, show.
+"""The `ladder` command: check, run, eval, index, ask, runs, show.
 
 Human output (tables, progress bars, messages) goes to stderr-safe Rich consoles; with
 `--json` stdout carries exactly one JSON document and everything else goes to stderr.
@@ -48,8 +48,9 @@ def _progress():
                     TimeRemainingColumn(), console=err, transient=False)
 
 
-def _prepare(task_dir: Path, skip: bool, model_key: str):
-    from llm_ladder.ladder import build_model, check_context, prepare
+def _prepare(task_dir: Path, skip: bool, model_key: str, rungs: list[str] | None = None):
+    from llm_ladder.ladder import attach_retriever, build_model, check_context, prepare, rung_names
+    from llm_ladder.rungs import RAG_RUNGS
 
     task, store = _store(task_dir)
     prep = prepare(task, skip)
@@ -63,6 +64,8 @@ def _prepare(task_dir: Path, skip: bool, model_key: str):
         err.print(f"[yellow]leakage:[/] {sum(c.values())} train/dev example(s) overlap the test "
                   f"split ({', '.join(f'{k} {v}' for k, v in c.items())}); removed from train "
                   f"{s.leakage.removed_train} and dev {s.leakage.removed_dev}")
+    if set(rungs or rung_names(task)) & set(RAG_RUNGS):
+        attach_retriever(prep, _embedder())
     with err.status(f"loading model {model_key}…"):
         model = build_model(task.model(model_key))
     too_long = check_context(prep, model, skip)
@@ -100,7 +103,7 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
                resume: bool, as_json: bool, repeat: int = 1) -> dict[str, Any]:
     from llm_ladder.ladder import recommend, run_rung, rung_names
 
-    task, store, prep, model = _prepare(task_dir, skip, model_key)
+    task, store, prep, model = _prepare(task_dir, skip, model_key, rungs)
     names = rungs or rung_names(task)
     ladder_id = uuid.uuid4().hex[:8]
     summaries = []
@@ -180,6 +183,81 @@ def eval_(task_dir: TaskDir,
 
     plugins.get("rungs", rung)  # fail fast on an unknown name
     _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json, repeat)
+
+
+def _embedder():
+    from llm_ladder.embedding import Embedder
+
+    with err.status("loading the embedder…"):
+        return Embedder()
+
+
+@app.command()
+def index(task_dir: TaskDir, as_json: JsonOpt = False) -> None:
+    """Build or update the task's corpus index; only changed chunks are embedded."""
+    from llm_ladder.rag.index import build_index
+
+    task, _ = _store(task_dir)
+    embedder = _embedder()
+    with _progress() as bar:
+        tid = bar.add_task("embedding", total=None)
+        report = build_index(task, embedder,
+                             lambda done, total: bar.update(tid, completed=done, total=total))
+    doc = report.as_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    out.print(f"[bold]{task.name}[/]: {report.documents} documents, {report.chunks} chunks — "
+              f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+              f"unchanged {report.unchanged} documents; {report.chunks_embedded} chunks "
+              f"embedded, {report.chunks_deleted} deleted")
+    for p in report.problems:
+        out.print(f"  [yellow]skipped[/] {_esc(str(p))}", highlight=False)
+    for d in report.hidden_text:
+        out.print(f"  [yellow]hidden characters[/] in {_esc(d)} (zero-width or invisible text)",
+                  highlight=False)
+    out.print(f"[dim]index: {report.store}[/]")
+
+
+@app.command()
+def ask(task_dir: TaskDir, question: Annotated[str, typer.Argument(help="the question")],
+        model: ModelOpt = "default",
+        show_context: Annotated[bool, typer.Option("--show-context",
+                                                    help="print the retrieved chunks")] = False,
+        as_json: JsonOpt = False) -> None:
+    """Answer one question with the RAG rung, citing the chunks it used."""
+    from llm_ladder.ladder import Prepared, attach_retriever, build_model
+    from llm_ladder.rag.scoring import injection
+    from llm_ladder.rungs import RungContext, get_rung
+    from llm_ladder.splits import Splits
+
+    task, _ = _store(task_dir)
+    prep = Prepared(task, Splits([], [], []))
+    attach_retriever(prep, _embedder())
+    pipeline = get_rung("rag").build(RungContext(task, [], retriever=prep.retriever))
+    messages, context = pipeline.prepare(question)
+    with err.status(f"loading model {model}…"):
+        llm = build_model(task.model(model))
+    (gen,) = llm.generate([messages], pipeline.params)
+    if gen.error:
+        raise LadderError(f"the model failed: {gen.error}")
+    answer = pipeline.parse(gen.text)
+    context = context or []
+    flagged = [c["n"] for c in context if injection(c["text"])]
+    if as_json:
+        print(json.dumps({"question": question, "answer": answer, "messages": messages,
+                          "context": context, "instructions_in_context": flagged,
+                          "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+                          "latency_s": gen.latency_s}, indent=2))
+        return
+    out.print(_esc(answer), highlight=False)
+    out.print()
+    for c in context:
+        out.print(f"[{c['n']}] {_esc(c['source'])} (part {c['position'] + 1}, score "
+                  f"{c['score']:.3f})" + ("  [yellow]contains instructions[/]"
+                                          if c["n"] in flagged else ""), highlight=False)
+        if show_context:
+            out.print(f"[dim]{_esc(c['text'])}[/]", highlight=False)
 
 
 @app.command()
@@ -266,6 +344,7 @@ def _esc(text: str) -> str:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LANCE_LOG", "error")
     try:
         app(standalone_mode=False)
     except LadderError as e:

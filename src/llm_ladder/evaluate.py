@@ -20,6 +20,7 @@ from llm_ladder.costs import cost_per_1k
 from llm_ladder.data import Example
 from llm_ladder.metrics import Metric, Score, unscored
 from llm_ladder.models.base import ChatModel
+from llm_ladder.rag.scoring import rag_scores, summarize_rag
 from llm_ladder.rungs import Pipeline
 from llm_ladder.stats import bootstrap_mean, bootstrap_stat, percentile
 from llm_ladder.store import Store
@@ -47,18 +48,22 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
     pending = [e for e in examples if e.id not in done]
     if progress and done:
         progress(len(examples) - len(pending))
-    prepared = [(e, pipeline.build_messages(e.input)) for e in pending]
+    prepared = [(e, *pipeline.prepare(e.input)) for e in pending]
     prepared.sort(key=lambda p: sum(len(m.get("content") or "") for m in p[1]))
     for start in range(0, len(prepared), chunk_size):
         chunk = prepared[start : start + chunk_size]
         t0 = time.perf_counter()
-        gens = model.generate([m for _, m in chunk], pipeline.params)
+        gens = model.generate([m for _, m, _ in chunk], pipeline.params)
         share = (time.perf_counter() - t0) / len(chunk)
         rows = []
-        for (ex, msgs), gen in zip(chunk, gens, strict=True):
+        for (ex, msgs, context), gen in zip(chunk, gens, strict=True):
             answer = pipeline.parse(gen.text) if gen.error is None else ""
             score: Score = (unscored(f"generation failed: {gen.error}") if gen.error
                             else metric.score(answer, ex.output))
+            if context is not None:
+                score.details["retrieved"] = context
+                if gen.error is None:
+                    score.details["rag"] = rag_scores(ex, answer, context)
             rows.append({
                 "example_id": ex.id, "input": ex.input, "messages": msgs,
                 "raw_output": gen.text, "output": answer, "reference": ex.output,
@@ -107,4 +112,5 @@ def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
         "compute_s_per_request": compute,
         "cost_per_1k_usd": cost_per_1k(price, tin, tout, compute),
         "price_source": price_source,
+        "rag": summarize_rag(preds),
     }

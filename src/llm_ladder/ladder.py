@@ -22,7 +22,7 @@ from llm_ladder.errors import LadderError
 from llm_ladder.evaluate import evaluate, package_versions, summarize
 from llm_ladder.metrics import build_metric
 from llm_ladder.models.base import ChatModel
-from llm_ladder.rungs import PROMPTING_RUNGS, RungContext, get_rung
+from llm_ladder.rungs import PROMPTING_RUNGS, RAG_RUNGS, RungContext, get_rung
 from llm_ladder.splits import Splits, decontaminate, split_examples
 from llm_ladder.store import Store
 from llm_ladder.task import ModelConfig, Task
@@ -39,6 +39,7 @@ class Prepared:
     labels: list[str] | None = None
     schema: dict[str, Any] | None = None
     token_spread: dict[str, int] = field(default_factory=dict)
+    retriever: Any = None
 
     def split_hash(self) -> str:
         blob = json.dumps(self.splits.ids(), sort_keys=True).encode()
@@ -119,13 +120,14 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     """Evaluate one rung on the test split; returns the stored run with its summary."""
     task = prep.task
     rung = get_rung(rung_name)
-    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema)
+    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema, prep.retriever)
     pipeline = rung.build(ctx)
     metric = build_metric(task.metric.name, prep.labels, prep.schema)
     config = {"rung": rung_name, "settings": pipeline.settings,
               "params": vars(pipeline.params), "model": model.describe(),
               "metric": task.metric.name, "split": prep.split_hash(),
-              "test_n": len(prep.splits.test)}
+              "test_n": len(prep.splits.test),
+              "index": getattr(prep.retriever, "index_info", None)}
     run_id = None
     if resume:
         run_id = store.find_resumable(task.name, rung_name, model_key, "test", config)
@@ -144,8 +146,30 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     return store.get_run(run_id) or {}
 
 
+def attach_retriever(prep: Prepared, embedder: Any) -> None:
+    """Open the task's index for the RAG rungs (build it with `ladder index`)."""
+    from llm_ladder.rag.index import open_store
+    from llm_ladder.rag.retrieve import Retriever
+
+    store = open_store(prep.task, embedder.name, embedder.dim, create=False)
+    if store.count() == 0:
+        raise LadderError(f"{prep.task.name}: the index is empty; run `ladder index "
+                          f"{prep.task.root}` first")
+    retriever = Retriever(store, embedder.embed)
+    # the index's content hash goes into each run's config, so a resumed run never mixes
+    # predictions made against two different indexes
+    retriever.index_info = store.info() | {"count": store.count(),
+                                           "content": _ids_hash(store.ids())}
+    prep.retriever = retriever
+
+
+def _ids_hash(ids: set[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
+
+
 def rung_names(task: Task) -> list[str]:
-    names = task.rungs.include or PROMPTING_RUNGS
+    default = PROMPTING_RUNGS + (RAG_RUNGS if task.corpus else [])
+    names = task.rungs.include or default
     known = plugins.names("rungs")
     for n in names:
         if n not in known:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -93,6 +93,45 @@ class PromptConfig(Strict):
     cot_max_tokens: int = Field(192, ge=16, le=8192)
 
 
+class SqlSource(Strict):
+    url: str = Field(description="SQLAlchemy URL; use ${ENV} for secrets")
+    query: str
+    text_column: str
+    id_column: str | None = None
+    meta_columns: list[str] = Field(default_factory=list)
+    max_rows: int = Field(100_000, ge=1)
+
+
+class CorpusConfig(Strict):
+    """Documents for the RAG rungs: folders/globs, SQL queries and http(s) URLs."""
+
+    paths: list[str] = Field(default_factory=list)
+    include: list[str] | None = None
+    text_field: str = "text"
+    sql: list[SqlSource] = Field(default_factory=list)
+    urls: list[str] = Field(default_factory=list)
+    chunker: Literal["structured", "fixed"] = "structured"
+    chunk_tokens: int = Field(200, ge=16, le=512)
+    chunk_overlap: int = Field(32, ge=0, le=256)
+    store: str = "lancedb"
+    pg_url_env: str | None = Field(None, description="env var holding the PostgreSQL URL")
+    collection: str = "chunks"
+    max_file_mb: float = Field(20, gt=0)
+
+    @model_validator(mode="after")
+    def _has_sources(self) -> CorpusConfig:
+        if not (self.paths or self.sql or self.urls):
+            raise ValueError("a corpus needs at least one of paths, sql or urls")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
+class RetrievalConfig(Strict):
+    k: int = Field(4, ge=1, le=50)
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+
+
 class RungsConfig(Strict):
     include: list[str] | None = None
 
@@ -110,6 +149,8 @@ class Task(Strict):
     generation: GenerationConfig = GenerationConfig()
     prompt: PromptConfig = PromptConfig()
     rungs: RungsConfig = RungsConfig()
+    corpus: CorpusConfig | None = None
+    retrieval: RetrievalConfig = RetrievalConfig()
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     prices: dict[str, Price] = Field(default_factory=dict)
     root: Path = Field(Path("."), exclude=True)

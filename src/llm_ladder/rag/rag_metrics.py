@@ -6,8 +6,9 @@ Ids are whatever the caller ranks (chunk ids, or doc ids for document-level scor
 repeated ids in a ranking count once, at their first rank, so several chunks of one document
 cannot inflate a doc-level score. Citations are `[n]` or `[n, m]` markers numbering the
 retrieved passages from 1. Answer support is lexical: a sentence is supported when at least
-half of its content words (lower-cased, stopwords dropped, plural -s stripped) occur in the
-passages it cites, or, when it cites none, in all passages the answer cites.
+half of its content words (lower-cased; stopwords and single letters dropped; plural -s
+stripped) occur in the passages it cites, or, when it cites none, in all passages the answer
+cites.
 Skipped here: graded relevance, judge models, entailment, ranges such as [1-3].
 """
 
@@ -100,7 +101,8 @@ def citation_validity(answer: str, retrieved: int | Collection[int]) -> Score:
 
 
 def content_words(text: str) -> set[str]:
-    words = [w for w in _WORD.findall(_CITATION.sub(" ", text).lower()) if w not in STOPWORDS]
+    words = [w for w in _WORD.findall(_CITATION.sub(" ", text).lower())
+             if w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]  # it's -> it, s
     return set(light_stem(words))
 
 

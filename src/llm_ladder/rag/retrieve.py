@@ -65,6 +65,10 @@ class BM25Index:
                                    return_ids=ids, show_progress=False)
 
     def search(self, query: str, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
+        unknown = set(where or {}) - set(FILTER_KEYS)
+        if unknown:
+            raise LadderError(f"cannot filter on {sorted(unknown)}; "
+                              f"filterable: {', '.join(FILTER_KEYS)}")
         if self.retriever is None or k < 1:
             return []
         query_tokens = self._tokenize([query], ids=False)
@@ -72,10 +76,6 @@ class BM25Index:
             return []
         mask = None
         if where:
-            unknown = set(where) - set(FILTER_KEYS)
-            if unknown:
-                raise LadderError(f"cannot filter on {sorted(unknown)}; "
-                                  f"filterable: {', '.join(FILTER_KEYS)}")
             mask = np.array([all(_matches(getattr(c, key), value) for key, value in where.items())
                              for c in self.chunks], dtype=np.float32)
         found, scores = self.retriever.retrieve(query_tokens, k=min(k, len(self.chunks)),

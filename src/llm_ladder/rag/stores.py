@@ -6,8 +6,10 @@ with another embedder or dimension is a LadderError naming both. Vectors are val
 (shape, dimension, NaN/inf after the cast to float32) before anything is written. `add` is an
 upsert by chunk id (`merge_insert`), so re-adding unchanged chunks adds nothing. Every write is
 a new LanceDB version that becomes visible only when its manifest is committed, so a process
-killed during `add` leaves the previous version readable. Metadata filters (`where`) are
-compiled to a LanceDB prefilter, applied inside the vector search rather than to its top-k.
+killed during `add` leaves the previous version readable; an index killed before its first
+commit is recreated, and one that has commits but will not open is reported, never
+overwritten. Metadata filters (`where`) are compiled to a LanceDB prefilter, applied inside
+the vector search rather than to its top-k.
 
 Writers: LanceDB itself takes no lock (it commits optimistically and retries or fails on
 conflicts), so the first write of a `LanceStore` takes a non-blocking `fcntl.flock` on
@@ -72,23 +74,33 @@ class LanceStore:
         self._lock_fd: int | None = None
         if self.dim < 1:
             raise LadderError(f"embedding dimension must be positive, not {dim}")
-        if not create and not self._committed():
+        if not create and not self.path.is_dir():
             raise LadderError(f"no index at {self.path}; build one first")
         self.path.mkdir(parents=True, exist_ok=True)
         # read_consistency_interval=0: every read sees the latest committed version.
         self.db = self.lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
-        if not self._committed():
+        table = self._open()
+        if table is None:
+            if not create:
+                raise LadderError(f"no index at {self.path}; build one first")
             self._lock()
-        if self._committed():  # (possibly created by another process meanwhile)
-            try:
-                self.table = self.db.open_table(TABLE)
-            except Exception as e:  # lancedb raises ValueError/RuntimeError/OSError here
-                raise LadderError(f"cannot open the index at {self.path}: {e}") from None
-        else:
-            # No committed version: a new index, or one whose creation was killed; "overwrite"
-            # replaces only that uncommitted debris.
-            self.table = self.db.create_table(TABLE, schema=self._schema(), mode="overwrite")
+            table = self._open()  # another process may have created it meanwhile
+        if table is None:
+            # Never committed: a new index, or one whose creation was killed. "overwrite"
+            # replaces only that uncommitted debris; a table that opens is never overwritten.
+            table = self.db.create_table(TABLE, schema=self._schema(), mode="overwrite")
+        self.table = table
         self._check_embedder()
+
+    def _open(self) -> Any:
+        """The table, or None when it has no committed version; a LadderError when it has one
+        but cannot be opened."""
+        try:
+            return self.db.open_table(TABLE)
+        except Exception as e:  # lancedb raises ValueError/RuntimeError/OSError here
+            if self._committed():
+                raise LadderError(f"cannot open the index at {self.path}: {e}") from None
+            return None
 
     def _committed(self) -> bool:
         """Whether the table has at least one committed version (manifest)."""

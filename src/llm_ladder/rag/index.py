@@ -1,0 +1,134 @@
+"""Build and update a task's index: load the corpus, chunk, embed only what changed, store.
+
+Chunk ids hash (document id, chunk text), so an unchanged chunk keeps its id and is never
+re-embedded. A run adds the chunks the store lacks, then deletes the ones whose documents
+changed or disappeared, and reports documents added / updated / removed / unchanged. Each
+store write is atomic (a LanceDB version, a PostgreSQL transaction), so a killed run leaves a
+usable index and the next run completes it. Skipped: scheduling, watching folders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_ladder.errors import LadderError
+from llm_ladder.rag.chunking import Chunk, HFTokens, fixed_chunks, structured_chunks
+from llm_ladder.rag.loaders import Document, SourceProblem, load_corpus
+from llm_ladder.rag.stores import VectorStore
+from llm_ladder.task import Task
+
+EMBED_BATCH = 256
+
+
+@dataclass
+class IndexReport:
+    documents: int = 0
+    chunks: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    problems: list[SourceProblem] = field(default_factory=list)
+    hidden_text: list[str] = field(default_factory=list)
+    store: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(vars(self))
+        d["problems"] = [str(p) for p in self.problems]
+        return d
+
+
+def corpus_documents(task: Task) -> tuple[list[Document], list[SourceProblem]]:
+    """Every document of the task's corpus, from folders, SQL queries and URLs."""
+    cfg = task.corpus
+    if cfg is None:
+        raise LadderError(f"{task.root / 'task.toml'}: no [corpus] section; add one to use RAG")
+    docs: list[Document] = []
+    problems: list[SourceProblem] = []
+    for spec in cfg.paths:
+        c = load_corpus(task.path(spec), cfg.include, text_field=cfg.text_field,
+                        max_bytes=int(cfg.max_file_mb * 1024 * 1024))
+        if len(cfg.paths) > 1:  # keep ids unique across roots
+            for d in c.documents:
+                d.id = f"{spec.rstrip('/')}/{d.id}"
+        docs += c.documents
+        problems += c.problems
+    if cfg.sql or cfg.urls:
+        from llm_ladder.rag import sources
+
+        for q in cfg.sql:
+            url = os.path.expandvars(q.url)
+            d, p = sources.load_sql(url, q.query, q.text_column, q.id_column,
+                                    q.meta_columns, q.max_rows)
+            docs += d
+            problems += p
+        if cfg.urls:
+            d, p = sources.load_urls(cfg.urls)
+            docs += d
+            problems += p
+    return docs, problems
+
+
+def open_store(task: Task, embedder: str, dim: int, create: bool = True) -> VectorStore:
+    cfg = task.corpus
+    assert cfg is not None
+    if cfg.store == "lancedb":
+        from llm_ladder.rag.stores import LanceStore
+
+        return LanceStore(task.state_dir / "index", embedder, dim, create=create)
+    if cfg.store == "pgvector":
+        from llm_ladder.rag.pgvector_store import PgVectorStore
+
+        if not cfg.pg_url_env or not os.environ.get(cfg.pg_url_env):
+            raise LadderError("corpus.store = 'pgvector' needs corpus.pg_url_env naming an "
+                              "environment variable that holds the PostgreSQL URL")
+        return PgVectorStore(os.environ[cfg.pg_url_env], cfg.collection, embedder, dim)
+    raise LadderError(f"unknown corpus.store {cfg.store!r}; use 'lancedb' or 'pgvector'")
+
+
+def chunk_documents(task: Task, docs: list[Document], tokenizer: Any) -> list[Chunk]:
+    cfg = task.corpus
+    assert cfg is not None
+    chunker = structured_chunks if cfg.chunker == "structured" else fixed_chunks
+    return chunker(docs, HFTokens(tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
+
+
+def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] | None = None
+                ) -> IndexReport:
+    """Bring the index in line with the corpus; `progress(done, total)` after each batch."""
+    docs, problems = corpus_documents(task)
+    report = IndexReport(documents=len(docs), problems=problems)
+    report.hidden_text = [d.id for d in docs if d.meta.get("hidden_chars")]
+    chunks = chunk_documents(task, docs, embedder.model.tokenizer)
+    report.chunks = len(chunks)
+    store = open_store(task, embedder.name, embedder.dim)
+    try:
+        before: dict[str, str] = {c.id: c.doc_id for c in store.chunks()}
+        now_ids = {c.id for c in chunks}
+        todo = [c for c in chunks if c.id not in before]
+        stale = [i for i in before if i not in now_ids]
+        docs_before, docs_now = set(before.values()), {c.doc_id for c in chunks}
+        touched = {c.doc_id for c in todo} | {before[i] for i in stale}
+        report.added = len(docs_now - docs_before)
+        report.removed = len(docs_before - docs_now)
+        report.updated = len((docs_now & docs_before) & touched)
+        report.unchanged = len(docs_now & docs_before) - report.updated
+        for start in range(0, len(todo), EMBED_BATCH):
+            batch = todo[start : start + EMBED_BATCH]
+            store.add(batch, embedder.embed([c.text for c in batch]))
+            report.chunks_embedded += len(batch)
+            if progress:
+                progress(report.chunks_embedded, len(todo))
+        if stale:
+            report.chunks_deleted = store.delete(stale)
+        report.store = store.info() | {"count": store.count()}
+    finally:
+        close = getattr(store, "close", None)
+        if close:
+            close()
+    return report

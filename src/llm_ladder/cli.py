@@ -136,6 +136,9 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
     else:
         out.print(_table(summaries, f"{task.name} — {task.metric.name} on {len(split.test)} "
                                     f"test examples, model {model_key}"))
+        for s in summaries:
+            if s.get("rag"):
+                out.print(f"{s['rung']}: " + _rag_line(s["rag"]), highlight=False)
         out.print(("[green]Recommendation:[/] " if rec["meets_bar"] else "[yellow]Result:[/] ")
                   + rec["reason"])
         for note in rec.get("notes", []):
@@ -147,6 +150,21 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
         out.print(f"[dim]runs stored in {store.path}; see `ladder show RUN_ID --task "
                   f"{task_dir}`[/]")
     return doc
+
+
+def _rag_line(r: dict[str, Any]) -> str:
+    """One sentence of retrieval and grounding scores for the human table."""
+    parts = []
+    names = {"recall_at_k": "recall@k", "mrr": "MRR", "ndcg_at_10": "nDCG@10",
+             "citation_validity": "valid citations", "answer_support": "answer support"}
+    for key, label in names.items():
+        if key in r:
+            parts.append(f"{label} {r[key]:.2f}")
+    for key, n in (r.get("unscored") or {}).items():
+        parts.append(f"{names.get(key, key)} unscored for {n} answer(s)")
+    parts.append(f"planted instructions retrieved for {r.get('injected_contexts', 0)} "
+                 f"question(s), obeyed {r.get('injections_obeyed', 0)}")
+    return "; ".join(parts)
 
 
 def _variance(store, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from conftest import free_port
 
 
 @contextlib.contextmanager
-def llama_server(api_key: str | None = None, threads: int = 1, alias: str = "smollm2"):
+def llama_server(api_key: str | None = None, threads: int = 1, alias: str = "smollm2",
+                 extra: list[str] | None = None):
     """llama.cpp's own OpenAI-compatible server (llama-cpp-python[server]) on 127.0.0.1."""
     from llm_ladder.models.local import smollm2_gguf
 
@@ -22,6 +23,7 @@ def llama_server(api_key: str | None = None, threads: int = 1, alias: str = "smo
            "--n_threads", str(threads), "--n_ctx", "2048", "--verbose", "False"]
     if api_key:
         cmd += ["--api_key", api_key]
+    cmd += extra or []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}/v1"
     try:

@@ -65,7 +65,7 @@ def _prepare(task_dir: Path, skip: bool, model_key: str, rungs: list[str] | None
                   f"split ({', '.join(f'{k} {v}' for k, v in c.items())}); removed from train "
                   f"{s.leakage.removed_train} and dev {s.leakage.removed_dev}")
     if set(rungs or rung_names(task)) & set(RAG_RUNGS):
-        attach_retriever(prep, _embedder())
+        attach_retriever(prep, _embedder(task))
     with err.status(f"loading model {model_key}…"):
         model = build_model(task.model(model_key))
     too_long = check_context(prep, model, skip)
@@ -203,11 +203,11 @@ def eval_(task_dir: TaskDir,
     _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json, repeat)
 
 
-def _embedder():
-    from llm_ladder.embedding import Embedder
+def _embedder(task):
+    from llm_ladder.embedding import build_embedder
 
     with err.status("loading the embedder…"):
-        return Embedder()
+        return build_embedder(task.corpus)
 
 
 @app.command()
@@ -216,7 +216,7 @@ def index(task_dir: TaskDir, as_json: JsonOpt = False) -> None:
     from llm_ladder.rag.index import build_index
 
     task, _ = _store(task_dir)
-    embedder = _embedder()
+    embedder = _embedder(task)
     with _progress() as bar:
         tid = bar.add_task("embedding", total=None)
         report = build_index(task, embedder,
@@ -251,7 +251,7 @@ def ask(task_dir: TaskDir, question: Annotated[str, typer.Argument(help="the que
 
     task, _ = _store(task_dir)
     prep = Prepared(task, Splits([], [], []))
-    attach_retriever(prep, _embedder())
+    attach_retriever(prep, _embedder(task))
     pipeline = get_rung("rag").build(RungContext(task, [], retriever=prep.retriever))
     messages, context = pipeline.prepare(question)
     with err.status(f"loading model {model}…"):

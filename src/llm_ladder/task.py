@@ -119,6 +119,7 @@ class CorpusConfig(Strict):
     store: str = "lancedb"
     pg_url_env: str | None = Field(None, description="env var holding the PostgreSQL URL")
     collection: str = "chunks"
+    ann_min_chunks: int = Field(100_000, ge=256, description="build an ANN index from this size")
     max_file_mb: float = Field(20, gt=0)
 
     @model_validator(mode="after")

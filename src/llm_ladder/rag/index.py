@@ -37,6 +37,7 @@ class IndexReport:
     problems: list[SourceProblem] = field(default_factory=list)
     hidden_text: list[str] = field(default_factory=list)
     store: dict[str, Any] = field(default_factory=dict)
+    ann: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
@@ -152,6 +153,9 @@ def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] 
                 progress(report.chunks_embedded, len(todo))
         if stale:
             report.chunks_deleted = store.delete(stale)
+        build_ann = getattr(store, "build_ann_index", None)
+        if build_ann and (todo or stale) and store.count() >= task.corpus.ann_min_chunks:
+            report.ann = build_ann()  # below ~10^5 chunks exact search is fast enough
         report.store = store.info() | {"count": store.count()}
     finally:
         close = getattr(store, "close", None)

@@ -246,12 +246,7 @@ def _load_file(path: Path, rel: str, real_root: Path, text_field: str,
         rows = _csv_rows if suffix == ".csv" else _jsonl_rows
         return rows(text, rel, text_field, meta)
     if suffix in HTML_SUFFIXES:
-        parser = _HTMLText()
-        parser.feed(text)
-        parser.close()
-        text = parser.text()
-        if parser.hidden_chars:
-            meta["hidden_html_chars"] = parser.hidden_chars
+        text = html_to_text(text, meta)
     if not text.strip():
         return problem("no text after extraction; skipped")
     return [_document(rel, rel, text, meta)], []
@@ -338,6 +333,16 @@ _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "na
                "ul", "ol", "table", "blockquote", "pre", "figure", "form", "title", "dl"}
 _LINE_TAGS = {"br", "li", "tr", "dt", "dd", "hr"}
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+
+
+def html_to_text(html: str, meta: dict[str, Any]) -> str:
+    """Visible text of an HTML page; hidden-element text length goes into `meta`."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    if parser.hidden_chars:
+        meta["hidden_html_chars"] = parser.hidden_chars
+    return parser.text()
 
 
 class _HTMLText(HTMLParser):

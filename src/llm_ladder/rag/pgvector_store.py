@@ -39,7 +39,7 @@ import numpy as np
 
 from llm_ladder.errors import LadderError, require
 from llm_ladder.rag.chunking import Chunk
-from llm_ladder.rag.stores import FILTER_KEYS
+from llm_ladder.rag.stores import FILTER_KEYS, as_float32
 
 META_TABLE = "llm_ladder_collections"
 HNSW_MAX_DIM = 2000  # pgvector's limit for indexing the `vector` type
@@ -220,15 +220,7 @@ class PgVectorStore:
     # -- validation ------------------------------------------------------------------------
 
     def _vectors(self, vectors: Any, n: int) -> np.ndarray:
-        try:
-            arr = np.asarray(vectors, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise LadderError(f"vectors are not numeric arrays: {e}") from None
-        if arr.ndim != 2 or arr.shape != (n, self.dim):
-            raise LadderError(f"vectors have shape {arr.shape}; expected ({n}, {self.dim}) "
-                              f"for {n} chunk(s) from {self.embedder!r}")
-        with np.errstate(over="ignore"):  # overflow to inf is caught below
-            return arr.astype(np.float32)
+        return as_float32(vectors, n, self.dim, self.embedder)
 
     def _check_rows(self, chunks: list[Chunk], arr: np.ndarray) -> None:
         bad = ~np.isfinite(arr).all(axis=1)

@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from llm_ladder.errors import LadderError, require
-from llm_ladder.rag.loaders import Document, SourceProblem, _HTMLText, _pdf_text, hidden_chars
+from llm_ladder.rag.loaders import Document, SourceProblem, _pdf_text, hidden_chars, html_to_text
 
 Result = tuple[list[Document], list[SourceProblem]]
 
@@ -436,12 +436,7 @@ def _read_response(response: Any, url: str, final: str, chain: list[str], deadli
             return None, f"not valid {charset}: bad byte at offset {e.start}; skipped"
         text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
         if media in HTML_TYPES:
-            parser = _HTMLText()
-            parser.feed(text)
-            parser.close()
-            text = parser.text()
-            if parser.hidden_chars:
-                meta["hidden_html_chars"] = parser.hidden_chars
+            text = html_to_text(text, meta)
         text = text.strip()
     if not text.strip():
         return None, "no text after extraction; skipped"

@@ -55,6 +55,20 @@ DEFAULT_NPROBES = 20
 DEFAULT_REFINE_FACTOR = 5
 
 
+def as_float32(vectors: Any, n: int, dim: int, embedder: str) -> np.ndarray:
+    """`vectors` as an (n, dim) float32 array, or a LadderError; NaN/inf are the caller's
+    check (overflow to inf happens in the cast)."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise LadderError(f"vectors are not numeric arrays: {e}") from None
+    if arr.ndim != 2 or arr.shape != (n, dim):
+        raise LadderError(f"vectors have shape {arr.shape}; expected ({n}, {dim}) "
+                          f"for {n} chunk(s) from {embedder!r}")
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32)
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     def add(self, chunks: Sequence[Chunk], vectors: Any) -> int:
@@ -180,15 +194,7 @@ class LanceStore:
         self.close()
 
     def _vectors(self, vectors: Any, n: int) -> np.ndarray:
-        try:
-            arr = np.asarray(vectors, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise LadderError(f"vectors are not numeric arrays: {e}") from None
-        if arr.ndim != 2 or arr.shape != (n, self.dim):
-            raise LadderError(f"vectors have shape {arr.shape}; expected ({n}, {self.dim}) "
-                              f"for {n} chunk(s) from {self.embedder!r}")
-        with np.errstate(over="ignore"):  # overflow to inf is caught by the callers
-            return arr.astype(np.float32)
+        return as_float32(vectors, n, self.dim, self.embedder)
 
     def add(self, chunks: Sequence[Chunk], vectors: Any) -> int:
         chunks = list(chunks)

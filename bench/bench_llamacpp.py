@@ -34,6 +34,9 @@ def llama_bench(gguf: Path, p: int, n: int, threads: int) -> dict[str, float]:
     return res
 
 
+from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when run)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=24)
@@ -45,9 +48,7 @@ def main() -> None:
     from llm_ladder.models.llamacpp import LlamaCppModel
     from llm_ladder.models.local import smollm2_gguf
 
-    rows = [json.loads(x) for x in
-            (ROOT / "examples/construction-faq/data/faq.jsonl").read_text().splitlines()]
-    prompts = [[{"role": "user", "content": r["input"]}] for r in rows[: args.n]]
+    prompts = faq_prompts(args.n)
     model = LlamaCppModel(threads=args.threads)
     params = GenParams(max_tokens=args.max_tokens)
     model.generate(prompts[:1], params)  # warm-up

@@ -21,6 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when run)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=32)
@@ -33,9 +36,7 @@ def main() -> None:
     from llm_ladder.models.base import GenParams
     from llm_ladder.models.local import TransformersModel
 
-    rows = [json.loads(x) for x in
-            (ROOT / "examples/construction-faq/data/faq.jsonl").read_text().splitlines()]
-    prompts = [[{"role": "user", "content": r["input"]}] for r in rows[: args.n]]
+    prompts = faq_prompts(args.n)
     model = TransformersModel(batch_size=args.batch)
     params = GenParams(max_tokens=args.max_tokens)
     model.generate(prompts[:2], params)  # warm-up

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when run)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=24)
@@ -37,9 +40,7 @@ def main() -> None:
     from llm_ladder.models.base import GenParams
     from llm_ladder.models.openai import OpenAIModel
 
-    rows = [json.loads(x) for x in
-            (ROOT / "examples/construction-faq/data/faq.jsonl").read_text().splitlines()]
-    prompts = [[{"role": "user", "content": r["input"]}] for r in rows[: args.n]]
+    prompts = faq_prompts(args.n)
     with llama_server(threads=os.cpu_count() or 2) as base:
         client = httpx.Client(timeout=120)
 

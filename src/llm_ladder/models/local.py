@@ -80,7 +80,12 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
         del model.config.quantization_config
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    tmp.rename(target)  # atomic: a half-written cache is never used
+    try:
+        tmp.rename(target)  # atomic: a half-written cache is never used
+    except OSError:
+        if not (target / "model.safetensors").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process converted it meanwhile
     return target
 
 
@@ -103,9 +108,10 @@ class TransformersModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             self.folder, dtype=torch.float32, use_safetensors=True)
-        if adapter:
+        self.adapter = adapter
+        if adapter:  # a LoRA adapter, folded into the weights: no per-token LoRA overhead
             peft = require("peft", "finetune")
-            self.model = peft.PeftModel.from_pretrained(self.model, adapter)
+            self.model = peft.PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
         self.model.eval()
         self.context_length = context_length or int(
             getattr(self.model.config, "max_position_embeddings", 2048))
@@ -113,7 +119,7 @@ class TransformersModel:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "name": self.name, "weights": str(self.folder),
-                "batch_size": self.batch_size, "dtype": "float32",
+                "batch_size": self.batch_size, "dtype": "float32", "adapter": self.adapter,
                 "threads": self._torch.get_num_threads()}
 
     def _ids(self, messages: Messages) -> list[int]:

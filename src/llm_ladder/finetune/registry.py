@@ -1,0 +1,129 @@
+"""Trained adapters, named by content: the same base + data + recipe is never trained twice.
+
+An adapter lives in `TASK/.ladder/adapters/<id>/` as a PEFT folder (adapter_config.json,
+adapter_model.safetensors), the tokenizer with its chat template, `training.json` (the loss
+curve and speed) and `manifest.json` (base model, data hash, config, metrics, size). The id
+is a hash of the rung, the base weights' fingerprint, the tokenized train and dev data and
+the training config, so a folder that exists is exactly the adapter that would be trained.
+Only complete folders carry an id name (they are renamed into place when finished).
+`export_adapter` writes a folder vLLM loads with `--lora-modules`, optionally with a merged
+model beside it. Deliberately skipped: garbage collection of old adapters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_ladder.errors import LadderError, require
+
+RECIPE_VERSION = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "vocab.json", "merges.txt")
+
+
+def adapters_dir(task: Any) -> Path:
+    return task.state_dir / "adapters"
+
+
+def base_fingerprint(folder: Path) -> str:
+    """Name and size of the base weights: a cheap, stable stand-in for hashing 500 MB."""
+    weights = sorted(folder.glob("*.safetensors"))
+    blob = json.dumps([folder.name] + [[w.name, w.stat().st_size] for w in weights])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def adapter_id(rung: str, base: str, train_hash: str, dev_hash: str,
+               config: dict[str, Any]) -> str:
+    blob = json.dumps({"rung": rung, "base": base, "train": train_hash, "dev": dev_hash,
+                       "config": config, "recipe": RECIPE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def finish(tmp: Path, final: Path, manifest: dict[str, Any], tokenizer_dir: Path) -> None:
+    """Add tokenizer and manifest to a trained adapter folder, then rename it into place."""
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, tmp / name)
+    manifest = {**manifest, "created": time.time()}
+    manifest["size_bytes"] = folder_size(tmp)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if final.exists():  # trained concurrently by another process: same content, keep it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    tmp.rename(final)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    f = path / "manifest.json"
+    if not f.is_file():
+        return None
+    return json.loads(f.read_text(encoding="utf-8"))
+
+
+def list_adapters(root: Path) -> list[dict[str, Any]]:
+    """Complete adapters, newest first (temporary and work folders are ignored)."""
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and ".tmp" not in d.name:
+            m = read_manifest(d)
+            if m is not None:
+                out.append({**m, "path": str(d)})
+    return sorted(out, key=lambda m: -m.get("created", 0))
+
+
+def resolve(root: Path, ref: str) -> Path:
+    """An adapter folder from its id or a unique id prefix."""
+    hits = [m for m in list_adapters(root) if m["id"].startswith(ref)]
+    if len(hits) == 1:
+        return Path(hits[0]["path"])
+    known = ", ".join(m["id"] for m in list_adapters(root)) or "none"
+    if not hits:
+        raise LadderError(f"no adapter {ref!r} in {root}; known: {known}")
+    raise LadderError(f"adapter prefix {ref!r} is ambiguous; known: {known}")
+
+
+def record_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Add test-split results to an adapter's manifest (written atomically)."""
+    m = read_manifest(path) or {}
+    m.setdefault("metrics", {}).update(metrics)
+    tmp = path / "manifest.json.tmp"
+    tmp.write_text(json.dumps(m, indent=2), encoding="utf-8")
+    tmp.replace(path / "manifest.json")
+
+
+def export_adapter(root: Path, ref: str, dest: Path, merge: bool = False) -> Path:
+    """Copy an adapter to `dest` as a PEFT folder (vLLM: `--lora-modules name=dest`).
+
+    With `merge`, also write `dest/merged/`: the base model with the adapter folded in, as
+    safetensors, for servers without LoRA support.
+    """
+    src = resolve(root, ref)
+    manifest = read_manifest(src) or {}
+    if dest.exists() and any(dest.iterdir()):
+        raise LadderError(f"{dest}: folder exists and is not empty")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.tmp"))
+    if merge:
+        transformers = require("transformers", "local")
+        peft = require("peft", "finetune")
+        base = Path(manifest["base"]["weights"])
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
+        model = peft.PeftModel.from_pretrained(model, src).merge_and_unload()
+        model.save_pretrained(tmp / "merged", safe_serialization=True)
+        transformers.AutoTokenizer.from_pretrained(src).save_pretrained(tmp / "merged")
+    if dest.exists():
+        dest.rmdir()
+    tmp.rename(dest)
+    return dest

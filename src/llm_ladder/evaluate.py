@@ -44,6 +44,7 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
              store: Store, run_id: str, progress: Progress | None = None,
              chunk_size: int = 8) -> None:
     """Generate, score and store every example not yet stored for `run_id`."""
+    model = pipeline.model or model
     done = store.done_ids(run_id)
     pending = [e for e in examples if e.id not in done]
     if progress and done:
@@ -53,13 +54,21 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
     for start in range(0, len(prepared), chunk_size):
         chunk = prepared[start : start + chunk_size]
         t0 = time.perf_counter()
-        gens = model.generate([m for _, m, _ in chunk], pipeline.params)
+        looped = pipeline.loop(model, [e for e, _, _ in chunk]) if pipeline.loop else None
+        if looped is not None:  # multi-turn (tool use): its own batched turns, whole trace
+            gens = [r.generation for r in looped]
+            chunk = [(e, r.messages, c) for (e, _, c), r in zip(chunk, looped, strict=True)]
+        else:
+            gens = model.generate([m for _, m, _ in chunk], pipeline.params)
         share = (time.perf_counter() - t0) / len(chunk)
         rows = []
-        for (ex, msgs, context), gen in zip(chunk, gens, strict=True):
-            answer = pipeline.parse(gen.text) if gen.error is None else ""
+        for k, ((ex, msgs, context), gen) in enumerate(zip(chunk, gens, strict=True)):
+            answer = ("" if gen.error is not None else looped[k].output if looped is not None
+                      else pipeline.parse(gen.text))
             score: Score = (unscored(f"generation failed: {gen.error}") if gen.error
                             else metric.score(answer, ex.output))
+            if looped is not None:
+                score.details["trace"] = looped[k].trace
             if context is not None:
                 score.details["retrieved"] = context
                 if gen.error is None:
@@ -113,4 +122,16 @@ def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
         "cost_per_1k_usd": cost_per_1k(price, tin, tout, compute),
         "price_source": price_source,
         "rag": summarize_rag(preds),
+        "sub_scores": sub_scores(scored),
     }
+
+
+def sub_scores(preds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Means with 95% intervals of the sub-scores metrics put in details["sub"] (e.g. the
+    tool_call metric's name / args / irrelevance), each over the predictions that have it."""
+    values: dict[str, list[float]] = {}
+    for p in preds:
+        for key, v in ((p["details"] or {}).get("sub") or {}).items():
+            if isinstance(v, int | float):
+                values.setdefault(key, []).append(float(v))
+    return {k: bootstrap_mean(v).as_dict() for k, v in sorted(values.items())}

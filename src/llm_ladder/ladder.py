@@ -17,7 +17,7 @@ from typing import Any
 
 from llm_ladder import plugins
 from llm_ladder.costs import price_for
-from llm_ladder.data import Problem, check_lengths, format_problems, load_all
+from llm_ladder.data import Example, Problem, check_lengths, format_problems, load_all
 from llm_ladder.errors import LadderError
 from llm_ladder.evaluate import evaluate, package_versions, summarize
 from llm_ladder.metrics import build_metric
@@ -40,6 +40,7 @@ class Prepared:
     schema: dict[str, Any] | None = None
     token_spread: dict[str, int] = field(default_factory=dict)
     retriever: Any = None
+    unlabeled: list[Example] = field(default_factory=list)  # extra inputs for a teacher
 
     def split_hash(self) -> str:
         blob = json.dumps(self.splits.ids(), sort_keys=True).encode()
@@ -116,15 +117,23 @@ def check_context(prep: Prepared, model: ChatModel, skip_bad_rows: bool) -> list
 
 def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, store: Store,
              resume: bool = False, progress: Callable[[int, int], Callable[[int], None]]
-             | None = None, ladder_id: str | None = None) -> dict[str, Any]:
-    """Evaluate one rung on the test split; returns the stored run with its summary."""
+             | None = None, ladder_id: str | None = None, base_key: str | None = None,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Evaluate one rung on the test split; returns the stored run with its summary.
+
+    A rung that trains (finetune/rungs.py) trains first, or reuses its adapter; its
+    one-time cost (training, teacher labelling) is added to the summary as `one_time`.
+    """
     task = prep.task
     rung = get_rung(rung_name)
-    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema, prep.retriever)
+    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema, prep.retriever,
+                      dev=prep.splits.dev, unlabeled=prep.unlabeled,
+                      leakage_removed=_leak_count(prep),
+                      base_key=base_key, resume=resume, on_event=on_event)
     pipeline = rung.build(ctx)
     metric = build_metric(task.metric.name, prep.labels, prep.schema)
     config = {"rung": rung_name, "settings": pipeline.settings,
-              "params": vars(pipeline.params), "model": model.describe(),
+              "params": vars(pipeline.params), "model": (pipeline.model or model).describe(),
               "metric": task.metric.name, "split": prep.split_hash(),
               "test_n": len(prep.splits.test),
               "index": getattr(prep.retriever, "index_info", None)}
@@ -142,6 +151,11 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     price, source = price_for(task, model_key)
     summary = summarize(store.predictions(run_id), metric, price, source)
     summary.update(run_id=run_id, rung=rung_name, model=model_key)
+    if "one_time" in pipeline.settings:
+        one = dict(pipeline.settings["one_time"])
+        one["usd"] = (one["seconds"] * price.usd_per_hour / 3600
+                      if price is not None and price.usd_per_hour is not None else None)
+        summary["one_time"] = one
     store.finish_run(run_id, summary)
     return store.get_run(run_id) or {}
 
@@ -163,12 +177,21 @@ def attach_retriever(prep: Prepared, embedder: Any) -> None:
     prep.retriever = retriever
 
 
+def _leak_count(prep: Prepared) -> int:
+    leak = prep.splits.leakage
+    return (leak.removed_train + leak.removed_dev) if leak else 0
+
+
 def _ids_hash(ids: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
 
 def rung_names(task: Task) -> list[str]:
-    default = PROMPTING_RUNGS + (RAG_RUNGS if task.corpus else [])
+    from llm_ladder.finetune.rungs import finetune_defaults
+    from llm_ladder.tools import TOOL_RUNGS
+
+    default = (PROMPTING_RUNGS + (RAG_RUNGS if task.corpus else [])
+               + (TOOL_RUNGS if task.tools else []) + finetune_defaults(task))
     names = task.rungs.include or default
     known = plugins.names("rungs")
     for n in names:
@@ -191,30 +214,14 @@ def within_budget(task: Task, s: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def recommend(task: Task, summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cheapest rung (ladder order) whose interval's lower bound meets the bar in budget."""
-    reasons = []
-    for s in summaries:
-        q = s["quality"]
-        if q["value"] is None:
-            reasons.append(f"{s['rung']}: nothing could be scored")
-            continue
-        ok, why = within_budget(task, s)
-        if task.bar is not None and q["low"] >= task.bar and ok:
-            return {"rung": s["rung"], "run_id": s["run_id"], "meets_bar": True,
-                    "reason": (f"{s['rung']} reaches {q['value']:.3f} "
-                               f"[{q['low']:.3f}, {q['high']:.3f}], whose lower bound is at "
-                               f"or above the bar {task.bar:.3f}, within budget; it is the "
-                               "cheapest rung that does."), "notes": reasons}
-        if task.bar is not None:
-            reasons.append(f"{s['rung']}: {q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
-                           + (f" — {why}" if not ok else f" — lower bound below bar "
-                              f"{task.bar:.3f}"))
-    scored = [s for s in summaries if s["quality"]["value"] is not None]
-    best = max(scored, key=lambda s: s["quality"]["value"]) if scored else None
-    return {"rung": None, "run_id": None, "meets_bar": False,
-            "closest": best["rung"] if best else None,
-            "reason": ("no rung meets the bar with 95% confidence" if task.bar is not None
-                       else "no quality bar set in task.toml; showing the comparison only")
-            + (f"; the best is {best['rung']} at {best['quality']['value']:.3f}" if best else ""),
-            "notes": reasons}
+def recommend(task: Task, summaries: list[dict[str, Any]], store: Store | None = None
+              ) -> dict[str, Any]:
+    """The decision (llm_ladder.decide): cheapest rung meeting the bar in budget, unless a
+    dearer one is significantly better on paired tests (needs `store` for predictions)."""
+    from llm_ladder.decide import decide
+
+    configs = {}
+    if store is not None:
+        configs = {s["run_id"]: (store.get_run(s["run_id"]) or {}).get("config") or {}
+                   for s in summaries if s.get("run_id")}
+    return decide(task, summaries, store.predictions if store else None, configs)

@@ -26,7 +26,9 @@ class Pipeline:
     """What a rung produces: messages for an input, generation settings, answer parsing.
 
     With `retrieve` set (RAG rungs), `build_messages(input, context)` receives the retrieved
-    chunks, and the runner stores them with the prediction.
+    chunks, and the runner stores them with the prediction. A rung that changes the weights
+    (fine-tuning) brings its own `model`; the runner and the server use it instead of the
+    task's base model.
     """
 
     rung: str
@@ -35,6 +37,10 @@ class Pipeline:
     parse: Callable[[str], str] = str.strip
     settings: dict[str, Any] = field(default_factory=dict)
     retrieve: Callable[[str | Messages], list[dict[str, Any]]] | None = None
+    model: Any = None  # a ChatModel of the rung's own (base + adapter), or None
+    # multi-turn rungs (tool use): loop(model, examples) -> one result per example with
+    # .messages, .generation, .output (scored) and .trace; the runner calls it per chunk
+    loop: Callable[[Any, list[Example]], list[Any]] | None = None
 
     def prepare(self, inp: str | Messages) -> tuple[Messages, list[dict[str, Any]] | None]:
         if self.retrieve is None:
@@ -50,6 +56,13 @@ class RungContext:
     labels: list[str] | None = None
     schema: dict[str, Any] | None = None
     retriever: Any = None  # rag.retrieve.Retriever over the task's index, when it has a corpus
+    # for the rungs that train (finetune/rungs.py): dev for early stopping, never test
+    dev: list[Example] = field(default_factory=list)
+    unlabeled: list[Example] = field(default_factory=list)  # extra inputs for a teacher
+    leakage_removed: int = 0
+    base_key: str | None = None  # model key whose weights are tuned (default: finetune.base)
+    resume: bool = False
+    on_event: Callable[[dict[str, Any]], None] | None = None  # training progress
 
 
 @runtime_checkable

@@ -66,7 +66,35 @@ def m002_ladder_id(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN ladder_id TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_ladder_id]
+def m003_request_logs(db: sqlite3.Connection) -> None:
+    """Traffic served by `ladder serve` (redacted before writing; never auth headers)."""
+    _script(db, """
+    CREATE TABLE request_logs (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        task TEXT NOT NULL,
+        rung TEXT NOT NULL,
+        model TEXT NOT NULL,
+        run_id TEXT,                     -- the run being served, when served from a run id
+        status TEXT NOT NULL,            -- ok | refused | invalid_output | error | timeout
+        http_status INTEGER NOT NULL,
+        request TEXT NOT NULL,           -- JSON: the client's messages
+        messages TEXT,                   -- JSON: the exact messages sent to the model
+        response TEXT,                   -- the answer sent back
+        raw_output TEXT,
+        citations TEXT,                  -- JSON: retrieved chunks (n, source, doc_id, id)
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        error TEXT,
+        details TEXT                     -- JSON: guards applied, finish reason, retries
+    );
+    CREATE INDEX request_logs_created ON request_logs(created)
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_ladder_id,
+                                                          m003_request_logs]
 
 
 class Store:
@@ -167,6 +195,46 @@ class Store:
         for r in rows:
             d = dict(r)
             for k in ("input", "messages", "details"):
+                d[k] = json.loads(d[k]) if d[k] else None
+            out.append(d)
+        return out
+
+    # ---- served requests -------------------------------------------------------------
+    LOG_COLUMNS = ("id", "created", "task", "rung", "model", "run_id", "status", "http_status",
+                   "request", "messages", "response", "raw_output", "citations", "tokens_in",
+                   "tokens_out", "latency_s", "error", "details")
+    LOG_JSON = ("request", "messages", "citations", "details")
+
+    def add_request_logs(self, rows: list[dict[str, Any]]) -> None:
+        """Insert served requests in one transaction (committed when this returns)."""
+        cols = self.LOG_COLUMNS
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                f"INSERT INTO request_logs ({', '.join(cols)}) VALUES "
+                f"({', '.join('?' * len(cols))})",
+                [tuple(json.dumps(r.get(c)) if c in self.LOG_JSON and r.get(c) is not None
+                       else r.get(c) for c in cols) for r in rows])
+            self.db.execute("COMMIT")
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def request_logs(self, limit: int | None = None, status: str | None = None
+                     ) -> list[dict[str, Any]]:
+        """Served requests, oldest first; `status` filters (e.g. "ok")."""
+        sql, args = "SELECT * FROM request_logs", []
+        if status:
+            sql += " WHERE status=?"
+            args.append(status)
+        sql += " ORDER BY created, id"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        out = []
+        for r in self.db.execute(sql, args):
+            d = dict(r)
+            for k in self.LOG_JSON:
                 d[k] = json.loads(d[k]) if d[k] else None
             out.append(d)
         return out

@@ -85,6 +85,8 @@ class Budget(Strict):
     latency_p95_ms: float | None = Field(None, gt=0)
     cost_per_1k_usd: float | None = Field(None, ge=0)
     requests_per_day: float | None = Field(None, ge=0)
+    base_model_upgrades_per_year: float | None = Field(
+        None, ge=0, description="re-trainings a year (fine-tuned rungs), for cost of ownership")
 
 
 class PromptConfig(Strict):
@@ -140,6 +142,68 @@ class RungsConfig(Strict):
     include: list[str] | None = None
 
 
+class FinetuneConfig(Strict):
+    """LoRA fine-tuning of a small local model (`[finetune]`; its presence enables the rungs)."""
+
+    base: str = Field("default", description="model key whose weights are tuned (local backend)")
+    teacher: str | None = Field(None, description="model key of the teacher for `distill`")
+    teacher_rung: str = Field("few-shot-nearest", description="how the teacher is prompted")
+    r: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    epochs: float = Field(3, gt=0, le=100)
+    batch_size: int = Field(8, ge=1, le=1024)
+    grad_accum: int = Field(1, ge=1, le=1024)
+    max_seq_len: int = Field(512, ge=16, le=131072)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: int = Field(25, ge=1, description="steps between dev-loss checks")
+    save_every: int = Field(25, ge=1, description="steps between checkpoints")
+    patience: int = Field(3, ge=1, description="dev checks without improvement before stopping")
+    seed: int = 0
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    quantize: Literal["auto", "none", "4bit"] = Field(
+        "auto", description="4bit = QLoRA (CUDA + bitsandbytes); auto picks it on CUDA only")
+    min_examples: int = Field(50, ge=1, description="warn below this many train examples")
+
+
+class ServeConfig(Strict):
+    """`ladder serve` (`[serve]`): auth, limits and output guards of the server (docs/serve.md)."""
+
+    token_env: str = Field("LADDER_SERVE_TOKEN", description="env var holding the bearer token")
+    model_name: str | None = Field(None, description="id in /v1/models; default TASK/RUNG")
+    require_citations: bool = Field(False, description="RAG: refuse answers citing no valid [n]")
+    output_schema: str | None = Field(None, description="JSON schema file the answer must match")
+    strip_images: bool = Field(True, description="remove markdown/HTML images from answers")
+    max_output_tokens: int = Field(512, ge=1, le=32768)
+    max_body_bytes: int = Field(1_000_000, ge=256)
+    max_concurrency: int = Field(8, ge=1, le=512, description="requests generated together")
+    max_queue: int = Field(32, ge=0, le=100_000, description="requests waiting beyond those")
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    log_requests: bool = True
+    redact: list[str] = Field(default_factory=list,
+                              description="named patterns (email, phone, ...) or regexes")
+
+
+class ToolsConfig(Strict):
+    """Tools the model may call (`[tools]`; its presence enables the tool-use rungs).
+
+    `file` holds OpenAI-format tool schemas (checked by llm_ladder.tools.load_tools); examples
+    may also bring their own in `meta.tools`. `implementations` maps a tool name to
+    "module:function" or an http(s) URL (POST JSON).
+    """
+
+    file: str | None = Field(None, description="JSON file of tools in the OpenAI tools format")
+    implementations: dict[str, str] = Field(default_factory=dict)
+    max_steps: int = Field(4, ge=1, le=32, description="model turns per example, calls included")
+    protocol: Literal["auto", "native", "json"] = Field(
+        "auto", description="native tool calls (openai backend) or the prompted JSON protocol")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="per tool execution")
+
+
 class Task(Strict):
     """A validated task. `root` is the task folder (set by `load_task`)."""
 
@@ -154,7 +218,10 @@ class Task(Strict):
     prompt: PromptConfig = PromptConfig()
     rungs: RungsConfig = RungsConfig()
     corpus: CorpusConfig | None = None
+    tools: ToolsConfig | None = None
     retrieval: RetrievalConfig = RetrievalConfig()
+    finetune: FinetuneConfig | None = None
+    serve: ServeConfig = ServeConfig()
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     prices: dict[str, Price] = Field(default_factory=dict)
     root: Path = Field(Path("."), exclude=True)

@@ -19,6 +19,8 @@ class GenParams:
     max_tokens: int = 64
     temperature: float = 0.0
     stop: list[str] | None = None
+    # OpenAI-format tool schemas for backends with native tool calls (see llm_ladder.tools)
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Generation:
     latency_s: float
     finish_reason: str = "stop"
     error: str | None = None
+    # native tool calls: [{"id", "name", "arguments": dict | str (when not valid JSON)}]
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable

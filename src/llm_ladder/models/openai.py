@@ -9,6 +9,7 @@ error texts are scrubbed of it. Token counts come from the server's `usage`; bef
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from llm_ladder.models.base import Generation, GenParams, Messages
 
 
 class OpenAIModel:
+    supports_tools = True  # GenParams.tools are sent as the request's `tools`
+
     def __init__(self, name: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 4, timeout_s: float = 60.0, max_retries: int = 4,
                  context_length: int | None = None, **_: Any):
@@ -52,9 +55,10 @@ class OpenAIModel:
     def _one(self, messages: Messages, params: GenParams) -> Generation:
         t0 = time.perf_counter()
         try:
+            extra = {"tools": params.tools, "tool_choice": "auto"} if params.tools else {}
             resp = self.client.chat.completions.create(
                 model=self.name, messages=messages, max_tokens=params.max_tokens,
-                temperature=params.temperature, stop=params.stop or None, seed=0)
+                temperature=params.temperature, stop=params.stop or None, seed=0, **extra)
         except Exception as e:  # after the client's own retries
             status = getattr(e, "status_code", None)
             msg = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "") + f": {e}"
@@ -64,8 +68,27 @@ class OpenAIModel:
         usage = resp.usage
         return Generation(choice.message.content or "", usage.prompt_tokens if usage else 0,
                           usage.completion_tokens if usage else 0, latency,
-                          choice.finish_reason or "stop")
+                          choice.finish_reason or "stop",
+                          tool_calls=_tool_calls(choice.message) if params.tools else None)
 
     def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda m: self._one(m, params), requests))
+
+
+def _tool_calls(message: Any) -> list[dict[str, Any]]:
+    """The message's tool calls as {"id", "name", "arguments"}; arguments stay a string when
+    the server sent invalid JSON (the tool loop reports that, it does not guess)."""
+    out = []
+    for call in getattr(message, "tool_calls", None) or []:
+        fn = getattr(call, "function", None)
+        if fn is None:
+            continue
+        raw = fn.arguments or "{}"
+        try:
+            args: Any = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            args = raw
+        out.append({"id": getattr(call, "id", None) or f"call_{len(out)}", "name": fn.name,
+                    "arguments": args})
+    return out

@@ -1,0 +1,251 @@
+"""Load test of `ladder serve` on loopback, and its overhead over calling the pipeline
+in-process, side by side in the same run.
+
+Workload: construction-FAQ questions (CC BY 4.0) through the zero-shot pipeline of
+examples/construction-faq on the embedded SmolLM2-135M (transformers, CPU), greedy,
+`--max-tokens` new tokens, request logging on (SQLite in a temporary folder).
+
+1. Overhead: one client, `--pairs` requests alternating between the in-process pipeline
+   (prepare + model.generate + parse) and the same question over HTTP (httpx keep-alive);
+   p50 of each and the relative difference (target: under 5%).
+2. Load: `--clients` concurrent httpx clients for `--seconds` (bounded: each stops at the
+   deadline, the run stops by itself); requests/s, latency p50/p95/p99, errors (anything
+   but 200 and the deliberate 429), RSS of this process (server + model) before and after.
+3. The server's own path with a model that answers instantly (HTTP, validation, queue,
+   hand-off to the worker, SQLite commit, JSON): 200 sequential requests, p50/p95.
+
+    python bench/bench_serve.py [--clients 8] [--seconds 30] [--pairs 20] [--max-tokens 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+
+from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when run)
+
+
+@contextlib.contextmanager
+def serving(app):
+    """uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+    import socket
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            httpx.get(f"{base}/health", timeout=2)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(120)
+
+
+class Instant:
+    """A ChatModel that answers at once, to time the server's own path."""
+
+    name, context_length, batch_size = "instant", 8192, 8
+
+    def __init__(self, real):
+        self.real = real
+
+    def generate(self, requests, params):
+        from llm_ladder.models.base import Generation
+
+        return [Generation("bygglov", 10, 2, 0.0) for _ in requests]
+
+    def count_tokens(self, messages):
+        return self.real.count_tokens(messages)
+
+    def describe(self):
+        return {"backend": "instant"}
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--pairs", type=int, default=20)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import httpx
+    import torch
+
+    from llm_ladder.models.base import GenParams
+    from llm_ladder.models.local import TransformersModel
+    from llm_ladder.serve import Served, build_served, create_app
+    from llm_ladder.store import Store
+    from llm_ladder.task import ServeConfig, load_task
+
+    task = load_task(ROOT / "examples" / "construction-faq")
+    model = TransformersModel(batch_size=16)
+    served = build_served(task, "zero-shot", model=model)
+    pipeline = served.pipeline
+    questions = [p[0]["content"] for p in faq_prompts(200)]
+    body = lambda q: {"messages": [{"role": "user", "content": q}],  # noqa: E731
+                      "max_tokens": args.max_tokens}
+    params = GenParams(max_tokens=args.max_tokens, temperature=pipeline.params.temperature)
+
+    # The baseline runs on one worker thread, as the server's model does: on this machine
+    # generation in the main thread measured several times slower than in a second thread
+    # under load (OpenMP), which would flatter the server.
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def in_process(q: str) -> str:
+        def call() -> str:
+            msgs, _ = pipeline.prepare(q)
+            (gen,) = model.generate([msgs], params)
+            return pipeline.parse(gen.text)
+
+        return pool.submit(call).result()
+
+    cfg = ServeConfig(max_output_tokens=args.max_tokens, max_concurrency=args.clients,
+                      max_queue=args.clients)
+    tmp = Path(tempfile.mkdtemp())
+    store = Store(tmp / "runs.db")
+    rss_start = rss_mib()
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version(),
+                                "torch": torch.__version__,
+                                "torch_threads": torch.get_num_threads()},
+                    "args": {k: str(v) for k, v in vars(args).items()}}
+    with serving(create_app(served, cfg, store)) as base, httpx.Client(timeout=600) as client:
+        url = f"{base}/v1/chat/completions"
+        in_process(questions[0])
+        client.post(url, json=body(questions[0]))  # warm-up both paths
+        local, http, same = [], [], 0
+        for i in range(args.pairs):
+            q = questions[1 + i % 50]
+            order = ("local", "http") if i % 2 == 0 else ("http", "local")
+            for kind in order:
+                t0 = time.perf_counter()
+                if kind == "local":
+                    a = in_process(q)
+                    local.append(time.perf_counter() - t0)
+                else:
+                    r = client.post(url, json=body(q))
+                    http.append(time.perf_counter() - t0)
+                    b = r.json()["choices"][0]["message"]["content"]
+            same += a == b
+        p50l, p50h = pct(local, 50), pct(http, 50)
+        paired = pct([h - lo for h, lo in zip(http, local, strict=True)], 50)
+        result["overhead"] = {"pairs": args.pairs, "in_process_p50_ms": p50l * 1000,
+                              "http_p50_ms": p50h * 1000,
+                              "overhead_ms": (p50h - p50l) * 1000,
+                              "overhead_pct": 100 * (p50h - p50l) / p50l,
+                              "paired_median_diff_ms": paired * 1000,
+                              "same_answers": same}
+        rss_before = rss_mib()
+        deadline = time.perf_counter() + args.seconds
+        lat: list[float] = []
+        codes: dict[int, int] = {}
+        lock = threading.Lock()
+
+        def worker(k: int) -> None:
+            with httpx.Client(timeout=600) as c:
+                i = k
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    r = c.post(url, json=body(questions[i % len(questions)]))
+                    dt = time.perf_counter() - t0
+                    with lock:
+                        codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                        if r.status_code == 200:
+                            lat.append(dt)
+                    i += args.clients
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        ok = codes.get(200, 0)
+        result["load"] = {"clients": args.clients, "wall_s": wall, "requests_ok": ok,
+                          "requests_per_s": ok / wall, "p50_ms": pct(lat, 50) * 1000,
+                          "p95_ms": pct(lat, 95) * 1000, "p99_ms": pct(lat, 99) * 1000,
+                          "status_counts": codes,
+                          "errors": sum(v for k, v in codes.items() if k not in (200, 429)),
+                          "rss_mib_start": rss_start, "rss_mib_before_load": rss_before,
+                          "rss_mib_after_load": rss_mib(),
+                          "logged_rows": len(store.request_logs())}
+        batches = [r["details"]["batch"] for r in store.request_logs()[-ok:]]
+        result["load"]["mean_batch"] = sum(batches) / len(batches) if batches else None
+    # the server's own cost, free of model noise: the same path with a model that answers
+    # at once (HTTP, validation, queue, worker hand-off, SQLite commit, JSON)
+    instant = Served(pipeline, Instant(model), task.name, "zero-shot")
+    with serving(create_app(instant, cfg, Store(tmp / "instant.db"))) as base, \
+            httpx.Client(timeout=60) as client:
+        url = f"{base}/v1/chat/completions"
+        client.post(url, json=body(questions[0]))
+        path = []
+        for i in range(200):
+            t0 = time.perf_counter()
+            client.post(url, json=body(questions[i % len(questions)])).raise_for_status()
+            path.append(time.perf_counter() - t0)
+    result["server_path_instant_model"] = {"requests": len(path),
+                                           "p50_ms": pct(path, 50) * 1000,
+                                           "p95_ms": pct(path, 95) * 1000}
+    try:
+        result["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    o, ld = result["overhead"], result["load"]
+    sp = result["server_path_instant_model"]
+    print(f"\noverhead at p50: {o['overhead_ms']:.1f} ms ({o['overhead_pct']:+.1f}%) over "
+          f"{o['in_process_p50_ms']:.0f} ms in-process (paired median "
+          f"{o['paired_median_diff_ms']:.1f} ms); server path with an instant model p50 "
+          f"{sp['p50_ms']:.1f} ms; load: {ld['requests_per_s']:.2f} req/s with {args.clients} "
+          f"clients, p50/p95/p99 {ld['p50_ms']:.0f}/{ld['p95_ms']:.0f}/{ld['p99_ms']:.0f} ms, "
+          f"mean batch {ld['mean_batch']:.1f}, errors {ld['errors']}, RSS "
+          f"{ld['rss_mib_before_load']:.0f} -> {ld['rss_mib_after_load']:.0f} MiB",
+          file=sys.stderr)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""HTML pages: the ladder report, the comparison of two runs, and the web view's index.
+
+Every page is one self-contained document: inline CSS, a few lines of inline JS for the
+filters, inline SVG charts; nothing is fetched. Every value from the store (model outputs,
+prompts, inputs, rung names) is escaped with `html.escape`, so an output containing
+`<script>` is shown as text. Skipped: sorting tables, pagination, dark mode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from typing import Any
+
+from llm_ladder.costs import break_even_sentence, minutes
+from llm_ladder.report.charts import break_even_chart, color, scatter
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0 auto;max-width:1200px;
+padding:16px 24px;color:#222}
+h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 8px;
+text-align:right;vertical-align:top}th{background:#f4f4f4}td.l,th.l{text-align:left}
+.rec{padding:10px 14px;border-left:5px solid #2a2;background:#f3fbf3}
+.rec.none{border-color:#c80;background:#fdf8ef}.muted{color:#666}
+.charts{display:flex;flex-wrap:wrap;gap:16px}.charts figure{margin:0}
+figcaption{font-size:12px;color:#555;max-width:520px}
+.ex{border:1px solid #ddd;border-radius:4px;margin:10px 0;padding:8px}
+.cells{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:8px}
+.cell{border-left:4px solid #999;padding:4px 8px;background:#fafafa}
+.cell[data-status=correct]{border-color:#2a2}.cell[data-status=incorrect]{border-color:#c22}
+.cell[data-status=unscored]{border-color:#c80}
+pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;font-size:12px;background:#f6f6f6;
+padding:4px}.role{font-weight:bold;color:#036}.controls{position:sticky;top:0;background:#fff;
+padding:6px 0;border-bottom:1px solid #eee}
+.fixed{color:#182}.broken{color:#c22}
+"""
+
+FILTER_JS = """
+(function(){
+  var rung=document.getElementById('f-rung'), st=document.getElementById('f-status'),
+      count=document.getElementById('f-count');
+  function apply(){
+    var shown=0;
+    document.querySelectorAll('.ex').forEach(function(ex){
+      var cells=Array.prototype.slice.call(ex.querySelectorAll('.cell'));
+      cells.forEach(function(c){c.hidden=(rung.value!=='all'&&c.dataset.rung!==rung.value);});
+      var visible=cells.filter(function(c){return !c.hidden;});
+      var ok=st.value==='all'||visible.some(function(c){return c.dataset.status===st.value;});
+      ex.hidden=!ok; if(ok){shown++;}
+    });
+    count.textContent=shown+' example(s) shown';
+  }
+  rung.addEventListener('change',apply); st.addEventListener('change',apply); apply();
+})();
+"""
+
+COMPARE_JS = """
+(function(){
+  var k=document.getElementById('f-kind'), count=document.getElementById('f-count');
+  function apply(){
+    var shown=0;
+    document.querySelectorAll('.ex').forEach(function(ex){
+      var ok=k.value==='all'||ex.dataset.kind===k.value; ex.hidden=!ok; if(ok){shown++;}
+    });
+    count.textContent=shown+' example(s) shown';
+  }
+  k.addEventListener('change',apply); apply();
+})();
+"""
+
+
+def e(x: Any) -> str:
+    return escape("" if x is None else str(x), quote=True)
+
+
+def page(title: str, body: str, script: str = "") -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
+            f"<title>{e(title)}</title><style>{CSS}</style></head><body>{body}"
+            + (f"<script>{script}</script>" if script else "") + "</body></html>\n")
+
+
+def num(x: float | None, spec: str = ".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def q_cell(q: dict[str, Any]) -> str:
+    if q.get("value") is None:
+        return "—"
+    return f"{q['value']:.3f} <span class=muted>[{q['low']:.3f}, {q['high']:.3f}]</span>"
+
+
+def messages_html(msgs: list[dict[str, Any]] | None) -> str:
+    out = []
+    for m in msgs or []:
+        content = m.get("content")
+        if not isinstance(content, str):
+            content = json.dumps(content, ensure_ascii=False)
+        out.append(f"<div><span class=role>{e(m.get('role'))}:</span><pre>{e(content)}</pre>"
+                   "</div>")
+    return "".join(out)
+
+
+def input_text(inp: Any) -> str:
+    if isinstance(inp, str):
+        return inp
+    return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in inp or [])
+
+
+def _ladder_table(d: dict[str, Any]) -> str:
+    rec = d["decision"]
+    anchor = rec.get("rung") or rec.get("closest")
+    tests = {c["b"]: c for c in rec.get("comparisons", []) if c["a"] == anchor}
+    head = ("<tr><th class=l>rung</th><th class=l>model</th><th>quality [95% CI]</th><th>n</th>"
+            "<th>unscored</th><th>tok in</th><th>tok out</th><th>p50 ms</th><th>p95 ms</th>"
+            f"<th>$/1k req</th><th class=l>one-time</th><th class=l>vs {e(anchor or '—')}</th>"
+            "</tr>")
+    rows = []
+    for s in d["summaries"]:
+        own = d["ownership"][s["rung"]]
+        t = tests.get(s["rung"])
+        vs = "—" if s["rung"] == anchor else "not compared"
+        if t and t["n"]:
+            vs = (f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], "
+                  f"{'McNemar' if t['test'] == 'mcnemar' else 'paired bootstrap'} "
+                  f"p={t['p_value']:.3g}")
+        one = ("—" if not own["one_time_what"] else
+               (f"{minutes(own['one_time_s'])}: " if own["one_time_s"] is not None else "")
+               + own["one_time_what"])
+        ms = (lambda v: num(v and v * 1000, ".0f"))  # noqa: E731
+        mark = " ✔" if s["rung"] == rec.get("rung") else ""
+        rows.append(f"<tr class=rung-row data-rung=\"{e(s['rung'])}\"><td class=l>"
+                    f"{e(s['rung'])}{mark}</td><td class=l>{e(s.get('model'))}</td>"
+                    f"<td>{q_cell(s['quality'])}</td><td>{s['n']}</td><td>{s['unscored']}</td>"
+                    f"<td>{num(s['tokens_in_mean'], '.0f')}</td>"
+                    f"<td>{num(s['tokens_out_mean'], '.1f')}</td><td>{ms(s['latency_p50_s'])}"
+                    f"</td><td>{ms(s['latency_p95_s'])}</td>"
+                    f"<td>{num(s['cost_per_1k_usd'], '.4f')}</td><td class=l>{e(one)}</td>"
+                    f"<td class=l>{e(vs)}</td></tr>")
+    return f"<table id=ladder-table>{head}{''.join(rows)}</table>"
+
+
+def _recommendation(rec: dict[str, Any]) -> str:
+    items = "".join(f"<li>{e(n)}</li>" for n in rec.get("notes", []))
+    sugg = "".join(f"<li>{e(n)}</li>" for n in rec.get("suggestions", []))
+    settings = ""
+    if rec.get("rung"):
+        settings = (f"<details><summary>settings of {e(rec['rung'])}</summary><pre>"
+                    f"{e(json.dumps(rec.get('settings'), indent=2, ensure_ascii=False))}</pre>"
+                    f"<pre>{e(json.dumps(rec.get('model_info'), indent=2))}</pre></details>")
+    return (f"<div id=recommendation class=\"rec{'' if rec['meets_bar'] else ' none'}\">"
+            f"<strong>{'Recommendation' if rec['meets_bar'] else 'Result'}:</strong> "
+            f"{e(rec['reason'])}{settings}"
+            + (f"<ul>{items}</ul>" if items else "")
+            + (f"<p><strong>What the evidence suggests</strong></p><ul>{sugg}</ul>"
+               if sugg else "") + "</div>")
+
+
+def _charts(d: dict[str, Any]) -> str:
+    rows = [s | {"latency_p95_ms": s["latency_p95_s"] and s["latency_p95_s"] * 1000}
+            for s in d["summaries"]]
+    rec = d["decision"].get("rung")
+    figs = []
+    for key, label, title in (("cost_per_1k_usd", "$ per 1k requests", "quality vs cost"),
+                              ("latency_p95_ms", "p95 latency (ms)", "quality vs latency")):
+        svg, skipped = scatter(rows, key, label, title, d["bar"], rec)
+        cap = (f"{title}: dots are rungs with their 95% interval; the dotted line joins the "
+               "Pareto front (no other rung is both cheaper and better); the dashed red line "
+               "is the bar.") + (f" Not plotted (no value): {', '.join(skipped)}."
+                                 if skipped else "")
+        figs.append(f"<figure class=chart>{svg or '<p>no data</p>'}<figcaption>{e(cap)}"
+                    "</figcaption></figure>")
+    own = d["ownership"]
+    rpd = d["budget"].get("requests_per_day")
+    lines, unknown = [], []
+    for name in d["rungs"]:
+        o = own[name]
+        per = o["per_request_usd"]
+        if o["recurring_per_year_usd"] and rpd and per is not None:
+            per += o["recurring_per_year_usd"] / (365 * rpd)
+        if per is None or (o["one_time_usd"] is None and o["one_time_what"]):
+            unknown.append(name)
+            continue
+        lines.append((name, o["one_time_usd"] or 0.0, per))
+    finite = [b["requests"] for b in d["break_even"] if b.get("requests")]
+    horizon = 2 * max(finite) if finite else (365 * rpd if rpd else 1_000_000)
+    svg = break_even_chart(lines, horizon, "cumulative cost vs requests")
+    cap = ("Cumulative cost: one-time cost (training, labelling) plus per-request cost × "
+           f"requests, up to {horizon:,.0f} requests"
+           + (f" ({horizon / rpd:,.0f} days at {rpd:g} requests/day)" if rpd else "") + ". "
+           + " ".join(break_even_sentence(b) + "." for b in d["break_even"])
+           + (f" Not drawn (a cost not measured): {', '.join(unknown)}." if unknown else ""))
+    figs.append(f"<figure class=chart id=break-even>{svg or '<p>no costs</p>'}<figcaption>"
+                f"{e(cap)}</figcaption></figure>")
+    return f"<div class=charts>{''.join(figs)}</div>"
+
+
+def _ownership(d: dict[str, Any]) -> str:
+    rows = []
+    for name in d["rungs"]:
+        o = d["ownership"][name]
+        per = o["per_request_usd"]
+        rows.append(f"<tr><td class=l>{e(name)}</td><td>{num(per and per * 1000, '.4f')}</td>"
+                    f"<td>{num(o['tokens_per_request'], '.0f')}</td>"
+                    f"<td>{num(o['one_time_usd'], '.4f')}</td><td class=l>"
+                    f"{e(o['one_time_what'] or '—')}</td>"
+                    f"<td>{num(o['recurring_per_year_usd'], '.4f')}</td><td class=l>"
+                    f"{e(o['recurring_what'] or '—')}</td></tr>")
+    notes = [n for name in d["rungs"] for n in d["ownership"][name]["notes"]]
+    return ("<table id=ownership><tr><th class=l>rung</th><th>$/1k req</th><th>tokens/req</th>"
+            "<th>one-time $</th><th class=l>one-time work</th><th>recurring $/year</th>"
+            f"<th class=l>recurring work</th></tr>{''.join(rows)}</table>"
+            + "".join(f"<p class=muted>{e(n)}</p>" for n in notes))
+
+
+def _analysis(d: dict[str, Any]) -> str:
+    out = []
+    for name in d["rungs"]:
+        a = d["analysis"][name]
+        cats = "".join(f"<tr><td class=l>{e(c)}</td><td>{n}</td><td class=l>"
+                       f"{e(', '.join(a['examples'].get(c, [])))}</td></tr>"
+                       for c, n in sorted(a["categories"].items(), key=lambda kv: -kv[1]))
+        cats += "".join(f"<tr><td class=l>unscored: {e(r)}</td><td>{n}</td><td></td></tr>"
+                        for r, n in a["unscored"].items())
+        extra = ""
+        if a["confusions"]:
+            extra += "<p class=muted>most common confusions (reference → output): " + e(
+                "; ".join(f"{k} ×{v}" for k, v in a["confusions"].items())) + "</p>"
+        if a["wrong_fields"]:
+            extra += "<p class=muted>fields most often wrong: " + e(
+                "; ".join(f"{k} ×{v}" for k, v in a["wrong_fields"].items())) + "</p>"
+        out.append(f"<h3>{e(name)}: {a['failed']} of {a['n']} wrong</h3>"
+                   + (f"<table class=errors><tr><th class=l>kind</th><th>count</th>"
+                      f"<th class=l>examples</th></tr>{cats}</table>" if cats else "")
+                   + extra)
+    return "".join(out)
+
+
+def _examples(d: dict[str, Any]) -> str:
+    opts = "".join(f"<option value=\"{e(r)}\">{e(r)}</option>" for r in d["rungs"])
+    controls = ("<div class=controls><label>rung <select id=f-rung><option value=all>all rungs"
+                f"</option>{opts}</select></label> <label>status <select id=f-status>"
+                "<option value=all>all</option><option value=correct>correct</option>"
+                "<option value=incorrect>incorrect</option><option value=unscored>unscored"
+                "</option></select></label> <span id=f-count class=muted></span></div>")
+    items = []
+    for ex in d["examples"]:
+        cells = []
+        for i, rung in enumerate(d["rungs"]):
+            c = ex["cells"].get(rung)
+            if c is None:
+                continue
+            why = f" ({e(c['reason'])})" if c["reason"] else ""
+            src = (f"<div class=muted>retrieved: {e(', '.join(map(str, c['retrieved'])))}</div>"
+                   if c["retrieved"] else "")
+            cells.append(
+                f"<div class=cell data-rung=\"{e(rung)}\" data-status=\"{c['status']}\">"
+                f"<div><strong style=\"color:{color(i)}\">{e(rung)}</strong> — {c['status']}, "
+                f"score {num(c['score'], '.2f')}{why}</div><div>output:</div>"
+                f"<pre class=output>{e(c['output'])}</pre>{src}"
+                f"<details><summary>exact prompt and raw output</summary>"
+                f"{messages_html(c['messages'])}<div class=role>raw output:</div>"
+                f"<pre>{e(c['raw_output'])}</pre></details></div>")
+        items.append(f"<section class=ex data-id=\"{e(ex['id'])}\"><div><strong>"
+                     f"{e(ex['id'])}</strong></div><div>input:</div><pre>"
+                     f"{e(input_text(ex['input']))}</pre><div>reference:</div><pre>"
+                     f"{e(ex['reference'])}</pre><div class=cells>{''.join(cells)}</div>"
+                     "</section>")
+    return controls + "".join(items)
+
+
+def render_report(d: dict[str, Any]) -> str:
+    s0 = d["summaries"][0]
+    head = (f"<h1>{e(d['task'])} — ladder {e(d['id'])}</h1><p class=muted>metric "
+            f"{e(d['metric'])}, bar {e(d['bar'] if d['bar'] is not None else 'not set')}, "
+            f"{s0['n']} test examples; report written "
+            f"{e(time.strftime('%Y-%m-%d %H:%M'))}; an example is correct when its score is "
+            "at least 0.5.</p>")
+    body = (head + _recommendation(d["decision"]) + "<h2>The ladder</h2>" + _ladder_table(d)
+            + "<h2>Quality, cost and latency</h2>" + _charts(d)
+            + "<h2>Cost of ownership</h2>" + _ownership(d)
+            + "<h2>Error analysis</h2>" + _analysis(d)
+            + "<h2>Examples</h2>" + _examples(d))
+    return page(f"{d['task']} — ladder report", body, FILTER_JS)
+
+
+def render_compare(c: dict[str, Any]) -> str:
+    a, b, t = c["a"], c["b"], c["test"]
+    changes = "".join(f"<tr><td class=l>{e(x['key'])}</td><td class=l><pre>{e(x['a'])}</pre>"
+                      f"</td><td class=l><pre>{e(x['b'])}</pre></td></tr>" for x in c["changes"])
+    qa = (a["summary"] or {}).get("quality") or {}
+    qb = (b["summary"] or {}).get("quality") or {}
+    test = ("no examples scored in both runs" if not t["n"] else
+            f"{'McNemar' if t['test'] == 'mcnemar' else 'paired bootstrap'} on {t['n']} "
+            f"paired examples: difference B − A {t['diff']:+.3f} [{t['low']:+.3f}, "
+            f"{t['high']:+.3f}], p={t['p_value']:.3g}"
+            + (" (significant)" if t["significant"] else " (not significant)"))
+    cnt = c["counts"]
+    rows = []
+    for x in c["examples"]:
+        side = "".join(
+            f"<div class=cell data-status=\"{k}\"><strong>{k.upper()}</strong> score "
+            f"{num(x[k]['score'], '.2f')}<pre class=output>{e(x[k]['output'])}</pre><details>"
+            f"<summary>exact prompt</summary>{messages_html(x[k]['messages'])}</details></div>"
+            for k in ("a", "b"))
+        rows.append(f"<section class=ex data-kind=\"{x['kind']}\"><strong>"
+                    f"{e(x['example_id'])}</strong> <span class=\"{x['kind']}\">{x['kind']}"
+                    f"</span><pre>{e(input_text(x['input']))}</pre><div>reference:</div><pre>"
+                    f"{e(x['reference'])}</pre><div class=cells>{side}</div></section>")
+    body = (f"<h1>Compare {e(a['id'])} → {e(b['id'])}</h1>"
+            f"<table><tr><th></th><th class=l>run</th><th class=l>rung</th><th class=l>model"
+            f"</th><th>quality</th></tr><tr><td>A</td><td class=l>{e(a['id'])}</td><td class=l>"
+            f"{e(a['rung'])}</td><td class=l>{e(a['model'])}</td><td>{q_cell(qa)}</td></tr>"
+            f"<tr><td>B</td><td class=l>{e(b['id'])}</td><td class=l>{e(b['rung'])}</td>"
+            f"<td class=l>{e(b['model'])}</td><td>{q_cell(qb)}</td></tr></table>"
+            f"<p id=test>{e(test)}</p><p>fixed {cnt['fixed']}, broken {cnt['broken']}, "
+            f"output changed {cnt['changed']}, same {cnt['same']}</p>"
+            "<h2>What changed</h2>"
+            + (f"<table id=changes><tr><th class=l>setting</th><th class=l>A</th><th class=l>B"
+               f"</th></tr>{changes}</table>" if changes else "<p>no setting differs</p>")
+            + "<h2>Examples</h2><div class=controls><label>show <select id=f-kind>"
+            "<option value=all>all</option><option value=fixed>fixed</option>"
+            "<option value=broken>broken</option><option value=changed>changed output</option>"
+            "<option value=same>same</option></select></label> <span id=f-count class=muted>"
+            "</span></div>" + "".join(rows))
+    return page(f"compare {a['id']} {b['id']}", body, COMPARE_JS)
+
+
+def render_index(task: str, ladders: list[dict[str, Any]]) -> str:
+    rows = []
+    ids = []
+    for lad in ladders:
+        runs = ", ".join(f"{r['rung']} ({num(r['quality'])})" for r in lad["runs"])
+        kind = "ladder" if lad["ladder"] else "run"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lad["created"]))
+        rows.append(f"<tr><td class=l><a href=\"/report/{e(lad['id'])}\">{e(lad['id'])}</a>"
+                    f"</td><td class=l>{kind}</td><td class=l>{e(when)}</td><td class=l>"
+                    f"{e(runs)}</td></tr>")
+        ids += [r["id"] for r in lad["runs"]]
+    opts = "".join(f"<option value=\"{e(i)}\">{e(i)}</option>" for i in ids)
+    body = (f"<h1>{e(task)} — runs</h1><table id=ladders><tr><th class=l>id</th><th class=l>"
+            "kind</th><th class=l>created</th><th class=l>rungs (quality)</th></tr>"
+            + "".join(rows) + "</table><h2>Compare two runs</h2><form action=\"/compare\">"
+            f"<select name=a>{opts}</select> → <select name=b>{opts}</select> "
+            "<button type=submit>compare</button></form>")
+    return page(f"{task} — runs", body)

@@ -1,0 +1,581 @@
+"""`ladder serve`: the chosen pipeline behind an OpenAI-compatible HTTP API.
+
+`POST /v1/chat/completions` (plain or SSE streaming), `GET /v1/models`, `GET /health`. The
+client's `messages` are the pipeline's input; the pipeline builds the exact messages for the
+model (system prompt, shots, retrieved chunks), and the parsed answer is what comes back,
+with OpenAI's `usage` and, for RAG pipelines, a top-level `citations` list.
+
+One worker thread owns the model (the local backend is not thread-safe). It takes whatever
+requests are waiting (after a 5 ms wait for more), up to `max_concurrency`, and generates
+them as one batch (dynamic batching); past `max_concurrency + max_queue` admitted requests
+the server answers 429 at once. Every answer passes the guards (serve_guard.py) and is
+logged to the run store, and the log row is committed before the response is released, so a
+crash after the client got its answer loses nothing. Streaming sends the finished, checked
+answer as SSE chunks: the guards need the whole answer before any of it leaves. Sampling is
+pinned to what the rung was evaluated with; a client's `temperature`, `top_p` or `stop` are
+ignored and `max_tokens` can only lower the cap. Deliberately skipped: token-by-token
+streaming, n > 1, tools, logprobs, multiple models per server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm_ladder.errors import LadderError, require
+from llm_ladder.models.base import ChatModel, Generation, GenParams, Messages
+from llm_ladder.rungs import Pipeline
+from llm_ladder.serve_guard import (
+    Guard,
+    Redactor,
+    check_schema,
+    error_body,
+    strip_images,
+    valid_citations,
+)
+from llm_ladder.task import ServeConfig
+
+REFUSAL = "I cannot answer that from the documents I have."
+BATCH_WAIT_S = 0.005  # how long the worker waits for more requests to join a batch
+SCHEMA_RETRY = ("Your reply was not valid: {problem}. Reply again with only the JSON value, "
+                "matching the schema, and nothing else.")
+
+
+@dataclass
+class Served:
+    """What the server runs, and the names its logs carry."""
+
+    pipeline: Pipeline
+    model: ChatModel
+    task: str
+    rung: str
+    model_key: str = "default"
+    run_id: str | None = None
+    name: str = ""  # the model id clients send; default TASK/RUNG
+    schema: dict[str, Any] | None = None  # serve.output_schema, loaded
+    warnings: list[str] = field(default_factory=list)
+    prep: Any = None  # ladder.Prepared the pipeline was built from (labels, schema)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.task}/{self.rung}"
+
+
+# ---- the request ---------------------------------------------------------------------
+class Part(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class InMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[Part]
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else \
+            "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatRequest(BaseModel):
+    """The fields we read; others (user, seed, top_p, metadata, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[InMessage] = Field(min_length=1, max_length=1000)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+
+REFUSED_FIELDS = {
+    "logprobs": "logprobs are off on this server (they leak the model's distribution)",
+    "top_logprobs": "logprobs are off on this server (they leak the model's distribution)",
+    "logit_bias": "logit_bias is off on this server",
+    "tools": "tool calls are not served; this server answers with the evaluated pipeline",
+    "functions": "tool calls are not served; this server answers with the evaluated pipeline",
+}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def parse_request(raw: bytes, served_name: str) -> ChatRequest:
+    """The request, or BadRequest with a message naming what is wrong."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, "the request body must be a JSON object")
+    try:
+        req = ChatRequest.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors()[:5]:
+            loc = ".".join(str(x) for x in err["loc"]) or "(body)"
+            problems.append(f"{loc}: {err['msg']}")
+        raise BadRequest(400, "invalid request: " + "; ".join(problems)) from None
+    for name, why in REFUSED_FIELDS.items():
+        value = getattr(req, name)
+        if value not in (None, False, [], {}):
+            raise BadRequest(400, f"{name}: {why}", "unsupported_parameter")
+    if req.model and req.model != served_name:
+        raise BadRequest(404, f"model {req.model!r} is not served here; this server serves "
+                              f"{served_name!r}", "model_not_found")
+    if req.messages[-1].role != "user":
+        raise BadRequest(400, f"messages.{len(req.messages) - 1}.role: the last message must "
+                              "be the user's")
+    return req
+
+
+# ---- the worker ----------------------------------------------------------------------
+@dataclass
+class Job:
+    id: str
+    request: Messages
+    max_tokens: int
+    t0: float = field(default_factory=time.perf_counter)
+    future: Future = field(default_factory=Future)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+    timed_out: bool = False
+
+
+@dataclass
+class Result:
+    status: str  # ok | refused | invalid_output | error | bad_request | timeout
+    http_status: int
+    answer: str | None = None
+    error: str | None = None  # safe to show the client
+    citations: list[dict[str, Any]] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str = "stop"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Engine:
+    """One thread owns the model: batch what is waiting, generate, guard, log, release."""
+
+    def __init__(self, served: Served, cfg: ServeConfig, store: Any = None):
+        self.served, self.cfg = served, cfg
+        self.store = store if cfg.log_requests else None
+        self.redact = Redactor(cfg.redact)
+        self.queue: deque[Job] = deque()
+        self.running = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, name="ladder-serve-worker",
+                                       daemon=True)
+
+    @property
+    def admitted(self) -> int:
+        return len(self.queue) + self.running
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every admitted job, then end the worker."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(timeout)
+
+    def submit(self, request: Messages, max_tokens: int) -> Job | None:
+        """Admit a job, or None when the server is full (the caller answers 429)."""
+        with self.cond:
+            if self.stopping or self.admitted >= self.cfg.max_concurrency + self.cfg.max_queue:
+                return None
+            job = Job("chatcmpl-" + uuid.uuid4().hex[:24], request, max_tokens)
+            self.queue.append(job)
+            self.cond.notify()
+            return job
+
+    def _take(self) -> list[Job]:
+        with self.cond:
+            while not self.queue and not self.stopping:
+                self.cond.wait()
+            if not self.queue:
+                return []
+            first = self.queue.popleft()
+            batch, other = [first], []
+            # wait a moment for more: clients answered together come back together
+            deadline = time.monotonic() + BATCH_WAIT_S
+            while len(batch) < self.cfg.max_concurrency:
+                if not self.queue:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.stopping:
+                        break
+                    self.cond.wait(left)
+                    continue
+                job = self.queue.popleft()
+                (batch if job.max_tokens == first.max_tokens else other).append(job)
+            self.queue.extendleft(reversed(other))
+            self.running = len(batch)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                self._run(batch)
+            except Exception as e:  # never leave a client waiting on a dead worker
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+            finally:
+                with self.cond:
+                    self.running = 0
+
+    def _run(self, batch: list[Job]) -> None:
+        p, model = self.served.pipeline, self.served.model
+        rows: list[dict[str, Any]] = []
+        results: list[Result] = []
+        todo: list[tuple[int, Job, Messages, list[dict[str, Any]] | None]] = []
+        for job in batch:
+            with job.lock:
+                expired = job.timed_out  # the client was answered 504 while this waited
+            if expired:
+                results.append(Result("timeout", 504, error="timed out in the queue"))
+                rows.append(self._row(job, results[-1], None, None, None, {}))
+                continue
+            try:
+                msgs, context = p.prepare(job.request)
+                n_in = model.count_tokens(msgs)
+            except Exception as e:  # a failed retrieval fails this request only
+                results.append(Result("error", 500, error="the pipeline failed"))
+                rows.append(self._row(job, results[-1], None, None, None,
+                                      {"error": f"prepare: {e}"}))
+                continue
+            if n_in + job.max_tokens > model.context_length:
+                results.append(Result("bad_request", 400, error=(
+                    f"the prompt is {n_in} tokens; with max_tokens {job.max_tokens} it exceeds "
+                    f"the model's context of {model.context_length}")))
+                rows.append(self._row(job, results[-1], msgs, None, context, {}))
+                continue
+            results.append(Result("ok", 200))
+            todo.append((len(results) - 1, job, msgs, context))
+        if todo:
+            # the rung's own settings (temperature, stop, tools), with this batch's cap
+            params = dataclasses.replace(p.params, max_tokens=todo[0][1].max_tokens)
+            try:
+                gens = model.generate([m for _, _, m, _ in todo], params)
+            except Exception as e:  # backends should not raise; if one does, log and answer
+                gens = [Generation("", 0, 0, 0.0, "error", f"{type(e).__name__}: {e}")
+                        for _ in todo]
+            for (i, job, msgs, context), gen in zip(todo, gens, strict=True):
+                res, raw, detail = self._guard(job, msgs, context, gen, params)
+                detail["batch"] = len(todo)  # requests generated together (dynamic batching)
+                results[i] = res
+                rows.append(self._row(job, res, msgs, raw, context, detail))
+        by_id = {r["id"]: r for r in rows}
+        for job in batch:
+            with job.lock:  # the handler may have given up on it (timeout) already
+                job.done = True
+                if job.timed_out:
+                    by_id[job.id].update(status="timeout", http_status=504)
+        if self.store is not None:
+            self.store.add_request_logs(rows)  # committed before any response is released
+        for job, res in zip(batch, results, strict=True):
+            job.future.set_result(res)
+
+    def _guard(self, job: Job, msgs: Messages, context: list[dict[str, Any]] | None,
+               gen: Any, params: GenParams) -> tuple[Result, str, dict[str, Any]]:
+        """Parse the answer and apply the output guards; one retry for a schema failure."""
+        p, cfg = self.served.pipeline, self.cfg
+        detail: dict[str, Any] = {"max_tokens": job.max_tokens, "finish_reason":
+                                  gen.finish_reason}
+        res = Result("ok", 200, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out,
+                     finish_reason=gen.finish_reason)
+        if gen.error:
+            res.status, res.http_status, res.error = "error", 502, "the model failed to answer"
+            detail["error"] = gen.error
+            return res, gen.text, detail
+        raw = gen.text
+        answer = self._clean(p.parse(raw), detail)
+        if self.served.schema is not None:
+            answer, problem = check_schema(answer, self.served.schema)
+            if problem:
+                detail["schema_retry"] = problem
+                retry = msgs + [{"role": "assistant", "content": raw},
+                                {"role": "user", "content": SCHEMA_RETRY.format(problem=problem)}]
+                (gen2,) = self.served.model.generate([retry], params)
+                res.tokens_in += gen2.tokens_in
+                res.tokens_out += gen2.tokens_out
+                raw = gen2.text
+                answer, problem = check_schema(self._clean(p.parse(raw), detail),
+                                               self.served.schema)
+                if gen2.error or problem:
+                    res.status, res.http_status = "invalid_output", 502
+                    res.error = ("the model's answer did not match the output schema after one "
+                                 f"retry ({gen2.error and 'generation failed' or problem})")
+                    return res, raw, detail
+        if context is not None:
+            valid, invalid = valid_citations(answer, context)
+            res.citations = [{"n": c["n"], "id": c.get("id"), "doc_id": c.get("doc_id"),
+                              "source": c.get("source"), "score": c.get("score"),
+                              "cited": c["n"] in valid} for c in context]
+            detail["citations"] = {"valid": valid, "invalid": invalid}
+            if cfg.require_citations and (not valid or invalid):
+                res.status, res.finish_reason = "refused", "content_filter"
+                detail["refused_answer"] = answer
+                res.answer = None
+                return res, raw, detail
+        res.answer = answer
+        return res, raw, detail
+
+    def _clean(self, answer: str, detail: dict[str, Any]) -> str:
+        if self.cfg.strip_images:
+            answer, removed = strip_images(answer)
+            if removed:
+                detail["images_removed"] = detail.get("images_removed", 0) + removed
+        return answer
+
+    def _row(self, job: Job, res: Result, msgs: Messages | None, raw: str | None,
+             context: list[dict[str, Any]] | None, detail: dict[str, Any]) -> dict[str, Any]:
+        s, r = self.served, self.redact
+        cites = res.citations or ([{k: c.get(k) for k in ("n", "id", "doc_id", "source",
+                                                          "score")} for c in context]
+                                  if context else None)
+        return {"id": job.id, "created": time.time(), "task": s.task, "rung": s.rung,
+                "model": s.model_key, "run_id": s.run_id, "status": res.status,
+                "http_status": res.http_status, "request": r(job.request),
+                "messages": r(msgs), "response": r(res.answer), "raw_output": r(raw),
+                "citations": r(cites), "tokens_in": res.tokens_in,
+                "tokens_out": res.tokens_out, "latency_s": time.perf_counter() - job.t0,
+                "error": r(detail.get("error") or res.error), "details": r(detail)}
+
+
+# ---- the app -------------------------------------------------------------------------
+def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str | None = None):
+    """The ASGI app: FastAPI routes wrapped in the Guard (auth, then body limit)."""
+    fastapi = require("fastapi", "serve")
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    engine = Engine(served, cfg, store)
+    started = int(time.time())
+
+    async def lifespan(_app):
+        engine.start()
+        yield
+        # uvicorn has stopped accepting and waited for the open requests; finish the rest
+        await asyncio.to_thread(engine.stop)
+
+    app = fastapi.FastAPI(title="llm-ladder", lifespan=lifespan, docs_url=None,
+                          redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+
+    def error(status: int, message: str, code: str, kind: str = "invalid_request_error",
+              headers: dict[str, str] | None = None):
+        return JSONResponse(error_body(message, kind, code), status, headers=headers)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": served.name, "admitted": engine.admitted}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": served.name, "object": "model",
+                                            "created": started, "owned_by": "llm-ladder"}]}
+
+    async def chat(request):
+        try:
+            req = parse_request(await request.body(), served.name)
+        except BadRequest as e:
+            return error(e.status, e.message, e.code)
+        asked = req.max_completion_tokens or req.max_tokens or served.pipeline.params.max_tokens
+        job = engine.submit([m.plain() for m in req.messages], min(asked, cfg.max_output_tokens))
+        if job is None:
+            return error(429, "the server is busy; retry shortly", "busy", "rate_limit_error",
+                         {"Retry-After": "1"})
+        wrapped = asyncio.wrap_future(job.future)
+        done, _ = await asyncio.wait([wrapped], timeout=cfg.timeout_s)
+        if not done:
+            with job.lock:
+                job.timed_out = not job.done
+            if job.timed_out:
+                return error(504, f"no answer within {cfg.timeout_s:g} s", "timeout",
+                             "timeout_error")
+            await asyncio.wait([wrapped])  # it finished as the timeout fired
+        if wrapped.exception() is not None:
+            return error(500, "the server failed to answer", "server_error", "server_error")
+        res: Result = wrapped.result()
+        if res.http_status != 200:
+            kind = "invalid_request_error" if res.http_status < 500 else "server_error"
+            return error(res.http_status, res.error or "failed", res.status, kind)
+        if req.stream:
+            usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(sse(job.id, served.name, res, usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return completion(job.id, served.name, res)
+
+    chat.__annotations__["request"] = fastapi.Request  # a local import: resolve it here
+    app.post("/v1/chat/completions")(chat)
+    return Guard(app, token, cfg.max_body_bytes)
+
+
+def _message(res: Result) -> dict[str, Any]:
+    if res.status == "refused":
+        return {"role": "assistant", "content": None, "refusal": REFUSAL}
+    return {"role": "assistant", "content": res.answer}
+
+
+def _usage(res: Result) -> dict[str, int]:
+    return {"prompt_tokens": res.tokens_in, "completion_tokens": res.tokens_out,
+            "total_tokens": res.tokens_in + res.tokens_out}
+
+
+def completion(job_id: str, name: str, res: Result) -> dict[str, Any]:
+    doc = {"id": job_id, "object": "chat.completion", "created": res.created, "model": name,
+           "choices": [{"index": 0, "message": _message(res), "logprobs": None,
+                        "finish_reason": res.finish_reason}],
+           "usage": _usage(res)}
+    if res.citations is not None:
+        doc["citations"] = res.citations
+    return doc
+
+
+def sse(job_id: str, name: str, res: Result, usage: bool) -> Iterator[str]:
+    """OpenAI's chunk stream: role, content, finish (with citations), usage, [DONE]."""
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        doc = {"id": job_id, "object": "chat.completion.chunk", "created": res.created,
+               "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                           "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(doc)}\n\n"
+
+    msg = _message(res)
+    yield chunk({"role": "assistant", "content": ""})
+    if msg.get("refusal"):
+        yield chunk({"refusal": msg["refusal"]})
+    elif msg["content"]:
+        yield chunk({"content": msg["content"]})
+    extra = {"citations": res.citations} if res.citations is not None else {}
+    yield chunk({}, res.finish_reason, **extra)
+    if usage:
+        doc = {"id": job_id, "object": "chat.completion.chunk", "created": res.created,
+               "model": name, "choices": [], "usage": _usage(res)}
+        yield f"data: {json.dumps(doc)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+# ---- building and running ------------------------------------------------------------
+def build_pipeline(task: Any, rung: str, embedder: Any = None, retriever: Any = None
+                   ) -> tuple[Pipeline, Any]:
+    """The rung's pipeline built the way `ladder run` builds it (train split for shots, the
+    index for RAG rungs), and the prepared data it was built from. `retriever` replaces
+    opening the index (deploy only needs the prompt's shape)."""
+    from llm_ladder.ladder import attach_retriever, prepare
+    from llm_ladder.rungs import RAG_RUNGS, RungContext, get_rung
+
+    rung_obj = get_rung(rung)
+    prep = prepare(task, skip_bad_rows=True)
+    if task.corpus and (rung in RAG_RUNGS or "rag" in rung.split("-")):
+        if retriever is not None:
+            prep.retriever = retriever
+        else:
+            if embedder is None:
+                from llm_ladder.embedding import build_embedder
+
+                embedder = build_embedder(task.corpus)
+            attach_retriever(prep, embedder)
+    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema, prep.retriever,
+                      dev=prep.splits.dev, unlabeled=getattr(prep, "unlabeled", []))
+    return rung_obj.build(ctx), prep
+
+
+def prompt_rung(rung: str) -> str:
+    """The prompting rung a fine-tuned rung wraps (its prompt, without the training)."""
+    from llm_ladder.rungs import get_rung
+
+    return getattr(get_rung(rung), "prompt_rung", "zero-shot")
+
+
+def build_served(task: Any, rung: str, model_key: str = "default",
+                 run: dict[str, Any] | None = None, model: ChatModel | None = None,
+                 embedder: Any = None) -> Served:
+    """What `ladder serve` runs: the pipeline and the model it calls (the rung's own when it
+    brings one, else `model`, else the task's `model_key`). A run with an adapter is served
+    with exactly that adapter: its prompt rung is built and the adapter loaded on the base,
+    so serving never trains."""
+    from llm_ladder.ladder import build_model
+    from llm_ladder.serve_guard import load_schema
+
+    settings = ((run or {}).get("config") or {}).get("settings") or {}
+    if settings.get("adapter_path"):
+        pipeline, prep = build_pipeline(task, prompt_rung(rung), embedder)
+        pipeline.rung = rung
+        pipeline.model = _adapter_model(task, settings)
+        pipeline.settings = {**pipeline.settings, **{k: settings[k] for k in settings
+                                                     if k not in pipeline.settings}}
+    else:
+        pipeline, prep = build_pipeline(task, rung, embedder)
+    warnings = _compare(run, pipeline) if run else []
+    chosen = pipeline.model or model or build_model(task.model(model_key))
+    schema = load_schema(task.path(task.serve.output_schema)) if task.serve.output_schema \
+        else None
+    return Served(pipeline, chosen, task.name, rung, model_key, run["id"] if run else None,
+                  task.serve.model_name or "", schema, warnings, prep)
+
+
+def _adapter_model(task: Any, settings: dict[str, Any]) -> ChatModel:
+    from pathlib import Path
+
+    from llm_ladder.models.local import TransformersModel
+
+    path = Path(settings["adapter_path"])
+    if not (path / "adapter_config.json").is_file():
+        raise LadderError(f"{path}: the run's adapter {settings.get('adapter')!r} is gone "
+                          "(no adapter_config.json); train it again with its rung")
+    mc = task.model(settings.get("base_key") or "default")
+    return TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
+                             threads=mc.threads, context_length=mc.context_length,
+                             adapter=str(path))
+
+
+def _compare(run: dict[str, Any], pipeline: Pipeline) -> list[str]:
+    """Refuse a different adapter than the run's; warn about other drifted settings."""
+    stored = (run.get("config") or {}).get("settings") or {}
+    now = pipeline.settings
+    if stored.get("adapter") != now.get("adapter"):
+        raise LadderError(f"run {run['id']} used adapter {stored.get('adapter')!r} but the rung "
+                          f"{run['rung']!r} now builds {now.get('adapter')!r}; serve the rung "
+                          "by name or restore that adapter")
+    drift = sorted(k for k in set(stored) | set(now)
+                   if json.dumps(stored.get(k), sort_keys=True, default=str)
+                   != json.dumps(now.get(k), sort_keys=True, default=str))
+    return [f"the pipeline's {k!r} differs from run {run['id']}'s (data or task changed "
+            "since the run)" for k in drift]
+
+
+def run_server(app: Any, host: str, port: int, cfg: ServeConfig) -> None:
+    """Serve until SIGINT/SIGTERM; open requests finish before the process exits."""
+    uvicorn = require("uvicorn", "serve")
+    uvicorn.run(app, host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=int(cfg.timeout_s) + 5, server_header=False)

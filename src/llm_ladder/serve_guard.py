@@ -1,0 +1,223 @@
+"""Guardrails of `ladder serve`: what protects the server and what checks each answer.
+
+In front of the app (a pure ASGI middleware, so nothing is parsed first): bearer-token auth
+on every route but `/health` (constant-time comparison; a 401 that does not say why) and a
+body-size limit that answers 413 before parsing, whether the client sent Content-Length or
+a chunked body. On each answer: markdown/HTML images are stripped (an image URL can carry
+data out of the conversation when a client renders it), `[n]` citations are checked against
+the retrieved chunks, the answer is validated against a JSON schema, and configured PII
+patterns are redacted from what is logged. Deliberately skipped: rate limits per client,
+TLS (put a reverse proxy in front), content moderation.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from llm_ladder.errors import LadderError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None, token_env: str) -> None:
+    """Refuse to listen beyond loopback without a bearer token."""
+    if not token and not is_loopback(host):
+        raise LadderError(f"refusing to serve on {host} without auth: set the bearer token in "
+                          f"the environment variable {token_env} (serve.token_env), or bind "
+                          "to 127.0.0.1")
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any],
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape, which the official client turns into its exceptions."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class Guard:
+    """ASGI middleware: auth, then the body limit, then the app with the buffered body."""
+
+    def __init__(self, app: Callable, token: str | None, max_body_bytes: int):
+        self.app = app
+        self.token = token.encode() if token else None
+        self.limit = max_body_bytes
+
+    def authorized(self, scope: Scope) -> bool:
+        if self.token is None or scope.get("path") in OPEN_PATHS:
+            return True
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                # compare_digest's time does not depend on where the strings differ
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(),
+                                                                            self.token)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if not self.authorized(scope):
+            return await send_json(send, 401, error_body("unauthorized", "authentication_error",
+                                                         "invalid_api_key"),
+                                   [(b"www-authenticate", b"Bearer")])
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._too_large(send)
+        body = bytearray()
+        while True:  # chunked bodies have no length: count while reading, stop past the limit
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            body += msg.get("body", b"")
+            if len(body) > self.limit:
+                return await self._too_large(send)
+            if not msg.get("more_body"):
+                break
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await send_json(send, 413, error_body(f"request body over {self.limit} bytes",
+                                              "invalid_request_error", "body_too_large"))
+
+
+# ---- answers ---------------------------------------------------------------------------
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\s*(\([^)]*\)|\[[^\]]*\])")
+_HTML_IMAGE = re.compile(r"<img\b[^>]*>", re.I)
+_REF_DEF = re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.M)
+
+
+def strip_images(text: str) -> tuple[str, int]:
+    """Remove markdown images (inline and reference style) and HTML <img> tags; the alt text
+    stays. Returns the text and how many were removed."""
+    n = 0
+
+    def alt(m: re.Match) -> str:
+        nonlocal n
+        n += 1
+        return m.group(1)
+
+    text = _MD_IMAGE.sub(alt, text)
+    text, k = _HTML_IMAGE.subn("", text)
+    if n:  # reference-style images point at definitions like "[x]: https://..."
+        text = _REF_DEF.sub("", text)
+    return text, n + k
+
+
+def valid_citations(answer: str, context: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """The [n] numbers an answer cites that name a retrieved chunk, and those that do not."""
+    from llm_ladder.rag.rag_metrics import citations
+
+    known = {c["n"] for c in context}
+    cited = citations(answer)
+    return [n for n in cited if n in known], [n for n in cited if n not in known]
+
+
+def load_schema(path: Any) -> dict[str, Any]:
+    import jsonschema
+
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except (OSError, json.JSONDecodeError, jsonschema.SchemaError) as e:
+        msg = getattr(e, "message", None) or str(e)
+        raise LadderError(f"{path}: serve.output_schema is not a readable JSON schema: "
+                          f"{msg}") from None
+    return schema
+
+
+def check_schema(answer: str, schema: dict[str, Any]) -> tuple[str, str | None]:
+    """(the answer as compact JSON, None) when it holds a JSON value matching `schema`
+    (bare, fenced or embedded in text), else (the answer, why not)."""
+    import jsonschema
+
+    from llm_ladder.metrics import parse_json
+
+    value, why = parse_json(answer)
+    if why:
+        return answer, f"not JSON: {why}"
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        return answer, f"at {where}: {e.message}"
+    return json.dumps(value, ensure_ascii=False), None
+
+
+# ---- redaction -------------------------------------------------------------------------
+NAMED_PATTERNS = {
+    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    "phone": r"(?<!\w)\+?\d[\d ()-]{7,}\d(?!\w)",
+    "ipv4": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+    "credit_card": r"\b(?:\d[ -]?){13,19}\b",
+    "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
+    "swedish_personnummer": r"\b(?:\d{2})?\d{6}[-+]?\d{4}\b",
+}
+
+
+class Redactor:
+    """Replaces configured patterns with `[REDACTED:name]` in everything that is logged."""
+
+    def __init__(self, entries: list[str]):
+        self.patterns: list[tuple[str, re.Pattern]] = []
+        for i, entry in enumerate(entries):
+            name = entry if entry in NAMED_PATTERNS else f"pattern{i + 1}"
+            try:
+                self.patterns.append((name, re.compile(NAMED_PATTERNS.get(entry, entry))))
+            except re.error as e:
+                raise LadderError(f"task.toml: serve.redact[{i}] {entry!r} is neither a named "
+                                  f"pattern ({', '.join(NAMED_PATTERNS)}) nor a valid regex: "
+                                  f"{e}") from None
+
+    def text(self, value: str) -> str:
+        for name, pattern in self.patterns:
+            value = pattern.sub(f"[REDACTED:{name}]", value)
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        """Redact every string inside a JSON-like value."""
+        if not self.patterns:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        return value

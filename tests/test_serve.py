@@ -215,8 +215,8 @@ def test_bad_requests_get_clear_errors(plain, body, status, needle):
 def test_concurrency_limit_answers_429_fast_and_timeouts_504(served, tmp_path):
     store = Store(tmp_path / "runs.db")
     slow = {"messages": [{"role": "user", "content": "Tell me a long story about roofs."}],
-            "max_tokens": 24}
-    app = create_app(served, cfg(max_output_tokens=24, max_concurrency=1, max_queue=1,
+            "max_tokens": 12}
+    app = create_app(served, cfg(max_output_tokens=12, max_concurrency=1, max_queue=1,
                                  timeout_s=300), store)
     with serving(app) as base:
         url = f"{base}/v1/chat/completions"
@@ -239,7 +239,7 @@ def test_concurrency_limit_answers_429_fast_and_timeouts_504(served, tmp_path):
     assert len(store.request_logs()) == 2
     # the request timeout: answered 504, and the row says so once the model finishes
     store2 = Store(tmp_path / "timeout.db")
-    with serving(create_app(served, cfg(max_output_tokens=24, timeout_s=0.2), store2)) as base:
+    with serving(create_app(served, cfg(max_output_tokens=12, timeout_s=0.2), store2)) as base:
         r = httpx.post(f"{base}/v1/chat/completions", timeout=60, json=slow)
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
     assert [row["status"] for row in store2.request_logs()] == ["timeout"]

@@ -166,20 +166,47 @@ def _tune(task_dir: Path, rung: str, base: str | None, skip: bool, resume: bool,
 
 
 def _read_inputs(path: Path, test_ids: set[str], test_texts: set[str]) -> list:
-    """Unlabelled inputs for the teacher; anything that is in the test split is refused."""
-    from llm_ladder.data import format_problems, load_all
+    """Unlabelled inputs for the teacher (JSONL: `input` text or messages, or `messages` as
+    `ladder logs export` writes them; any output is ignored). Test inputs are refused."""
+    from llm_ladder.data import Example, check_messages
 
-    loaded = load_all([path], "id")
-    if loaded.problems:
-        raise LadderError(f"{len(loaded.problems)} bad row(s) in {path}:\n"
-                          + format_problems(loaded.problems))
-    clash = [e.id for e in loaded.examples
-             if e.id in test_ids or e.input_text() in test_texts]
+    if not path.is_file():
+        raise LadderError(f"{path}: file not found")
+    out, problems = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("a row must be a JSON object")
+            if "input" in row:
+                inp = row["input"] if isinstance(row["input"], str) \
+                    else check_messages(row["input"], "input")
+                if isinstance(inp, str) and not inp.strip():
+                    raise ValueError("input: is empty")
+            elif "messages" in row:
+                msgs = check_messages(row["messages"])
+                while msgs and msgs[-1]["role"] == "assistant":
+                    msgs = msgs[:-1]  # the served answer is not a label
+                if not msgs:
+                    raise ValueError("messages: no user turn")
+                inp = msgs
+            else:
+                raise ValueError("needs an 'input' or 'messages' field")
+        except Exception as e:  # noqa: BLE001 - every bad row is reported, with its line
+            where = getattr(e, "field", "")
+            problems.append(f"{path}:{n}: {where + ': ' if where else ''}{e}")
+            continue
+        out.append(Example(f"unlabeled:{row.get('id', n)}", inp, "", {}, f"{path}:{n}"))
+    if problems:
+        raise LadderError(f"{len(problems)} bad row(s) in {path}:\n" + "\n".join(problems[:20]))
+    clash = [e.id for e in out if e.id.split(":", 1)[1] in test_ids
+             or e.input_text() in test_texts]
     if clash:
         raise LadderError(f"{path}: {len(clash)} input(s) are in the test split and must not "
                           f"be labelled for training: {', '.join(clash[:5])}")
-    return [e.__class__(f"unlabeled:{e.id}", e.input, "", e.meta, e.source)
-            for e in loaded.examples]
+    return out
 
 
 @app.command()

@@ -2,9 +2,9 @@
 
 `prepare` loads the examples (refusing bad rows unless asked to skip them), splits them,
 removes train/dev rows that leak into test, and checks input lengths with the model's own
-tokenizer. `run_rung` evaluates one rung on the test split and stores it. `recommend` picks
-the cheapest rung whose 95% interval lower bound meets the bar within budget. Paired tests
-between rungs, cost of ownership and the fine-tuning/RAG rungs build on this.
+tokenizer. `run_rung` builds a rung's pipeline (a training rung trains or reuses its
+adapter here), evaluates it on the test split and stores it. `recommend` hands the stored
+runs to `decide.py` (bar, budgets, paired tests between rungs).
 """
 
 from __future__ import annotations

@@ -131,3 +131,36 @@ def test_export_is_a_peft_folder_that_generates_the_same(trained, tmp_path):
                    check=False)
     assert again.returncode == 2 and "not empty" in again.stderr
     shutil.rmtree(dest)
+
+
+def test_serve_the_fine_tuned_run_with_the_openai_client(trained):
+    """The chosen stack (base + adapter, the rung's prompt) behind the OpenAI-compatible API
+    answers exactly what the evaluated run answered."""
+    import httpx
+    import openai
+    from conftest import free_port
+
+    task, doc = trained
+    shown = json.loads(ladder("show", doc["run_id"], "--task", str(task), "--json").stdout)
+    pred = shown["predictions"][0]
+    port = free_port()
+    proc = subprocess.Popen([*LADDER, "serve", doc["run_id"], "--task", str(task), "--port",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, "ladder serve exited"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline
+                time.sleep(0.3)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        name = client.models.list().data[0].id
+        reply = client.chat.completions.create(model=name, messages=[
+            {"role": "user", "content": pred["input"]}], max_tokens=12)
+        assert reply.choices[0].message.content == pred["output"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

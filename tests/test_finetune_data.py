@@ -124,3 +124,12 @@ def test_completion_loss_equals_the_full_logits_loss(tok):
         ours = completion_loss(model, batch, n, device, torch)
         reference = model(**batch, num_items_in_batch=n).loss
     assert abs(float(ours) - float(reference)) < 1e-4
+
+
+def test_a_pickled_adapter_is_refused(tmp_path):
+    from llm_ladder.models.local import TransformersModel
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(LadderError, match="only safetensors"):
+        TransformersModel(adapter=str(tmp_path))

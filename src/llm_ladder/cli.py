@@ -124,8 +124,12 @@ def _run_rungs(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bo
 
         repeats = {}
         not_run: list[str] = []
+        from llm_ladder.cli_finetune import _train_events
+
+        on_event = _train_events(bar, loss_in_label=True)  # training rungs report progress
         for i, name in enumerate(names):
-            run = run_rung(prep, name, model_key, model, store, resume, progress, ladder_id)
+            run = run_rung(prep, name, model_key, model, store, resume, progress, ladder_id,
+                           on_event=on_event)
             summaries.append(run["summary"])
             if repeat > 1:
                 again = [run_rung(prep, name, model_key, model, store, False, progress)

@@ -37,8 +37,10 @@ BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="model key to tune (default finetune.base); a new base = re-tuning")]
 
 
-def _train_events(bar: Progress):
-    """An on_event callback that drives a training progress bar and prints notices."""
+def _train_events(bar: Progress, loss_in_label: bool = False):
+    """An on_event callback that drives a training progress bar and prints notices.
+
+    With `loss_in_label` (a plain bar, as `ladder run` shows) the loss goes in the label."""
     state: dict[str, Any] = {}
 
     def on_event(ev: dict[str, Any]) -> None:
@@ -50,6 +52,7 @@ def _train_events(bar: Progress):
         elif "resumed" in ev:
             err.print(f"resuming from step {ev['resumed']} ({ev['checkpoint']})")
         elif "start" in ev:
+            state.pop("tid", None)  # a new training gets a bar of its own
             err.print(f"training {ev['start']} adapter {ev['adapter']} on {ev['train']} train "
                       f"examples (dev {ev['dev']})")
         elif "step" in ev:
@@ -63,6 +66,8 @@ def _train_events(bar: Progress):
                           f"{ev['tokens_per_s']:.0f} tok/s", highlight=False)
             bar.update(state["tid"], completed=ev["step"], total=ev["total"], loss=ev["loss"],
                        tps=ev["tokens_per_s"], dev=dev or bar.tasks[state["tid"]].fields["dev"])
+            if loss_in_label:
+                bar.update(state["tid"], description=f"training {ev['loss']:.3f}")
 
     return on_event
 

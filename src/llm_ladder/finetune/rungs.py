@@ -75,7 +75,10 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     dev_rows = []
     if ctx.dev:
         dev_rows, _ = build_rows(ctx.dev, messages, tok, cfg.max_seq_len, 1)
+    from llm_ladder.finetune.lora import pick_precision
+
     recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples"})
+    recipe["precision"] = list(pick_precision(cfg))  # "auto" resolves per machine
     aid = registry.adapter_id(rung, registry.base_fingerprint(folder), data_hash(rows),
                               data_hash(dev_rows) if dev_rows else "", recipe)
     root = registry.adapters_dir(ctx.task)

@@ -110,6 +110,9 @@ class TransformersModel:
             self.folder, dtype=torch.float32, use_safetensors=True)
         self.adapter = adapter
         if adapter:  # a LoRA adapter, folded into the weights: no per-token LoRA overhead
+            if not (Path(adapter) / "adapter_model.safetensors").is_file():
+                raise LadderError(f"{adapter}: no adapter_model.safetensors; only safetensors "
+                                  "adapters are loaded (pickled .bin files are refused)")
             peft = require("peft", "finetune")
             self.model = peft.PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
         self.model.eval()

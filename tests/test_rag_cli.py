@@ -161,3 +161,20 @@ def test_rag_without_corpus_is_a_clear_error(tmp_path):
     proc = ladder("index", task, check=False)
     assert proc.returncode == 2 and "no [corpus] section" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_lora_rag_trains_with_the_retrieved_chunks_in_the_prompt(tmp_path):
+    """fine-tune + RAG: the adapter learns from the same RAG prompt it is served with."""
+    root = make_task(tmp_path / "t")
+    with open(root / "task.toml", "a") as f:
+        f.write('[finetune]\nepochs = 1\nbatch_size = 4\nr = 4\nalpha = 8\n'
+                'target_modules = ["q_proj", "v_proj"]\nmin_examples = 4\n')
+    ladder("index", root)
+    doc = json.loads(ladder("tune", root, "--rung", "lora-rag", "--json").stdout)
+    assert doc["summary"]["rung"] == "lora-rag" and doc["summary"]["n"] == len(QA)
+    shown = json.loads(ladder("show", doc["run_id"], "--task", root, "--json").stdout)
+    for p in shown["predictions"]:  # the served prompt quotes the retrieved documents
+        assert "Documents:" in p["messages"][-1]["content"]
+    adapter = root / ".ladder" / "adapters" / doc["adapter"]
+    manifest = json.loads((adapter / "manifest.json").read_text())
+    assert manifest["rung"] == "lora-rag" and "Cite the documents" in manifest["prompt"]

@@ -50,7 +50,7 @@ def _progress():
 
 def _prepare(task_dir: Path, skip: bool, model_key: str, rungs: list[str] | None = None):
     from llm_ladder.ladder import attach_retriever, build_model, check_context, prepare, rung_names
-    from llm_ladder.rungs import RAG_RUNGS
+    from llm_ladder.rungs import RETRIEVAL_RUNGS
 
     task, store = _store(task_dir)
     prep = prepare(task, skip)
@@ -64,7 +64,7 @@ def _prepare(task_dir: Path, skip: bool, model_key: str, rungs: list[str] | None
         err.print(f"[yellow]leakage:[/] {sum(c.values())} train/dev example(s) overlap the test "
                   f"split ({', '.join(f'{k} {v}' for k, v in c.items())}); removed from train "
                   f"{s.leakage.removed_train} and dev {s.leakage.removed_dev}")
-    if set(rungs or rung_names(task)) & set(RAG_RUNGS):
+    if set(rungs or rung_names(task)) & set(RETRIEVAL_RUNGS):
         attach_retriever(prep, _embedder(task))
     with err.status(f"loading model {model_key}…"):
         model = build_model(task.model(model_key))

@@ -272,6 +272,8 @@ PROMPTING_RUNGS = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-ne
 
 
 RAG_RUNGS = ["rag", "few-shot-rag"]
+# every rung whose prompt holds retrieved chunks, so it needs the index opened
+RETRIEVAL_RUNGS = RAG_RUNGS + ["lora-rag"]
 
 
 def get_rung(name: str) -> Rung:

@@ -492,11 +492,11 @@ def build_pipeline(task: Any, rung: str, embedder: Any = None, retriever: Any = 
     index for RAG rungs), and the prepared data it was built from. `retriever` replaces
     opening the index (deploy only needs the prompt's shape)."""
     from llm_ladder.ladder import attach_retriever, prepare
-    from llm_ladder.rungs import RAG_RUNGS, RungContext, get_rung
+    from llm_ladder.rungs import RETRIEVAL_RUNGS, RungContext, get_rung
 
     rung_obj = get_rung(rung)
     prep = prepare(task, skip_bad_rows=True)
-    if task.corpus and (rung in RAG_RUNGS or "rag" in rung.split("-")):
+    if task.corpus and rung in RETRIEVAL_RUNGS:
         if retriever is not None:
             prep.retriever = retriever
         else:

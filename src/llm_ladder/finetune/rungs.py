@@ -15,7 +15,6 @@ pipeline settings, and from there into the run summary as `one_time`.
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
@@ -23,8 +22,6 @@ from llm_ladder.data import Example
 from llm_ladder.errors import LadderError
 from llm_ladder.rungs import Pipeline, RungContext, get_rung
 from llm_ladder.task import FinetuneConfig
-
-FINETUNE_RUNGS = ["lora", "distill", "lora-prompt", "lora-rag"]
 
 
 def finetune_defaults(task: Any) -> list[str]:
@@ -107,7 +104,7 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     elif ctx.on_event:
         ctx.on_event({"reused": aid})
     manifest = registry.read_manifest(final) or {}
-    return {**manifest, "path": str(final), "reused_warnings": report.warnings}
+    return {**manifest, "path": str(final)}
 
 
 def _adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
@@ -176,6 +173,3 @@ class Distill:
         manifest = tune(ctx, self.name, prompt, labels.examples, ctx.base_key, extra)
         return _adapted(ctx, self.name, prompt, manifest, labels.seconds)
 
-
-def describe_adapter(m: dict[str, Any]) -> str:
-    return json.dumps({k: m.get(k) for k in ("id", "rung", "base", "data", "config")})

@@ -113,7 +113,8 @@ def main() -> None:
 
     from llm_ladder.models.base import GenParams
     from llm_ladder.models.local import TransformersModel
-    from llm_ladder.serve import Served, build_served, create_app
+    from llm_ladder.serving.app import Served, create_app
+    from llm_ladder.serving.build import build_served
     from llm_ladder.store import Store
     from llm_ladder.task import ServeConfig, load_task
 

@@ -37,9 +37,9 @@ def rows(n: int):
     from transformers import AutoTokenizer
 
     from llm_ladder.finetune.data import build_rows
-    from llm_ladder.ladder import prepare
     from llm_ladder.models.local import resolve_weights
-    from llm_ladder.rungs import RungContext, get_rung
+    from llm_ladder.rungs.base import RungContext, get_rung
+    from llm_ladder.session import prepare
     from llm_ladder.task import load_task
 
     task = load_task(TASK)

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import LADDER, free_port  # noqa: F401  (re-exported for older imports)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 FAQ = ROOT / "examples" / "construction-faq" / "data" / "faq.jsonl"
-LADDER = [sys.executable, "-m", "llm_ladder.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from conftest import free_port
+from helpers import free_port
 
 
 @contextlib.contextmanager

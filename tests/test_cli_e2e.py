@@ -1,17 +1,9 @@
 """`ladder` end to end with the real embedded model on a small real task."""
 
 import json
-import subprocess
 
-from conftest import LADDER, write_task
-
-
-def ladder(*args, cwd=None, check=True):
-    proc = subprocess.run([*LADDER, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ladder {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
+from conftest import write_task
+from helpers import ladder
 
 
 def test_run_show_runs_json(tmp_path):

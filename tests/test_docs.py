@@ -2,6 +2,7 @@
 task file validates, and the README starts with the two commands."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,22 @@ def test_shipped_tasks_validate(task_dir):
         assert task.path(rel).is_file(), f"{task_dir}: {rel} missing; run prepare.py"
     header = (task_dir / "task.toml").read_text()
     assert re.search(r"CC BY|Apache|MIT|licen[cs]e", header), "name the data's licence"
+
+
+@pytest.mark.slow
+def test_the_python_api_examples_run(tmp_path, monkeypatch):
+    """The README's Python API blocks, run as written on a copy of the FAQ example."""
+    section = README.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    src = ROOT / "examples" / "construction-faq"
+    shutil.copytree(src, tmp_path / "examples" / "construction-faq",
+                    ignore=shutil.ignore_patterns(".ladder"))
+    monkeypatch.chdir(tmp_path)
+    first: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), first)  # noqa: S102 - our own README
+    assert [s["rung"] for s in first["result"].rungs] == ["zero-shot", "system-prompt"]
+    assert first["result"].to_dict()["recommendation"]["reason"]
+    second: dict = {}
+    exec(compile(blocks[1], "README.md", "exec"), second)  # noqa: S102
+    assert second["run"]["summary"]["quality"]["n"] > 0

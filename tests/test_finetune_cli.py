@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LADDER, write_task
+from conftest import write_task
+from helpers import LADDER, ladder
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +28,6 @@ alpha = 8
 target_modules = ["q_proj", "v_proj"]
 min_examples = 10
 """
-
-
-def ladder(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([*LADDER, *args], capture_output=True, text=True, timeout=900)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
 
 
 def tiny(folder: Path) -> Path:

@@ -14,10 +14,9 @@ we know is right.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from conftest import LADDER
+from helpers import ladder_json
 
 # one thread: on a busy 2-core machine two torch threads spin-wait on each other (measured on
 # the facts task, 4 agents sharing the cores: 2 min 56 s with 2 threads, 53 s with 1)
@@ -54,13 +53,6 @@ FACTS = [  # (file, title, fact, question, answer): invented, so only the corpus
 ]
 
 
-def ladder(*args) -> dict:
-    proc = subprocess.run([*LADDER, *map(str, args), "--json"], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
 def jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -94,7 +86,7 @@ few_shot_k = 4
 [rungs]
 include = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest"]
 {MODEL}""")
-    doc = ladder("run", root)
+    doc = ladder_json("run", root)
     q = {r["rung"]: r["quality"] for r in doc["rungs"]}
     assert list(q) == ["zero-shot", "system-prompt", "few-shot-random"]  # stopped there
     assert doc["not_run"] == ["few-shot-nearest"]
@@ -107,7 +99,7 @@ include = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest"]
     html = Path(doc["report"]["html"]).read_text()
     assert "few-shot-random" in html and "Reply with exactly the word APPROVED." in html
 
-    both = ladder("run", root, "--all", "--rungs", "few-shot-random,few-shot-nearest")
+    both = ladder_json("run", root, "--all", "--rungs", "few-shot-random,few-shot-nearest")
     rec = both["recommendation"]
     assert rec["rung"] == "few-shot-random" and both["not_run"] == []
     comp = next(c for c in rec["comparisons"] if c["b"] == "few-shot-nearest")
@@ -148,8 +140,8 @@ paths = ["corpus"]
 [retrieval]
 k = 2
 {MODEL}""")
-    ladder("index", root)
-    doc = ladder("run", root)
+    ladder_json("index", root)
+    doc = ladder_json("run", root)
     q = {r["rung"]: r["quality"] for r in doc["rungs"]}
     assert q["zero-shot"]["low"] < 0.15 and q["system-prompt"]["low"] < 0.15
     rec = doc["recommendation"]

@@ -15,7 +15,7 @@ import json
 import random
 import subprocess
 
-from conftest import LADDER
+from helpers import LADDER
 
 PRODUCTS = {"blorvex": "Q1", "tramzil": "Q2", "quoddle": "Q3", "fennix": "Q4",
             "sprovant": "Q5", "keldrum": "Q6"}

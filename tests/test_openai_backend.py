@@ -7,7 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import LADDER, free_port, write_task
+from conftest import write_task
+from helpers import LADDER, free_port
 from servers import llama_server
 
 from llm_ladder.models.base import GenParams

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from conftest import LADDER
+from helpers import LADDER, ladder
 
 TOPICS = {
     "permits.md": "# Permits\n\nA building permit (bygglov) takes about ten weeks to process "
@@ -69,14 +69,6 @@ batch_size = 4
     (root / "data" / "qa.jsonl").write_text(
         "\n".join(json.dumps(r) for r in rows if not r["id"].startswith("q")) + "\n")
     return root
-
-
-def ladder(*args, check=True, timeout=600):
-    proc = subprocess.run([*LADDER, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ladder {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def index(task):

@@ -4,7 +4,7 @@ index refusing to mix embedders."""
 import json
 import subprocess
 
-from conftest import LADDER
+from helpers import LADDER
 from servers import llama_server
 from test_rag_cli import make_task
 

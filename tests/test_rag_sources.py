@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 from pdfs import make_pdf
 
 from llm_ladder.rag.sources import check_read_only, load_sql, load_urls, scrub_url

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import LADDER, free_port, ladder
 from test_decide import answers, make_task, store_run
 
 from llm_ladder.errors import LadderError
@@ -25,9 +24,6 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# `python -m llm_ladder.cli` runs cli.py as __main__, whose `app` lacks the commands that
-# cli_report.py registers on llm_ladder.cli.app; the installed entry point calls this.
-LADDER = [sys.executable, "-c", "from llm_ladder.cli import main; main()"]
 EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">|x'
 
 
@@ -125,12 +121,6 @@ def test_markdown_neutralises_pipes_and_newlines(ladder_dir):
 
 
 def test_report_compare_cli_and_errors(ladder_dir, tmp_path):
-    def ladder(*args, check=True):
-        proc = subprocess.run([*LADDER, *map(str, args)], capture_output=True, text=True,
-                              timeout=120)
-        assert not check or proc.returncode == 0, proc.stderr
-        return proc
-
     ids = {r["rung"]: r["id"] for r in Store(ladder_dir / ".ladder" / "runs.db").list_runs()}
     out = tmp_path / "rep"
     human = ladder("report", ids["lora"], "--task", ladder_dir, "--out", out).stdout

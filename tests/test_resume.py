@@ -6,7 +6,8 @@ import sqlite3
 import subprocess
 import time
 
-from conftest import LADDER, write_task
+from conftest import write_task
+from helpers import LADDER
 
 ONE_AT_A_TIME = ('[models.default]\nbackend = "local"\nname = "smollm2-135m"\n'
                  'batch_size = 1\n')

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, write_task
+from conftest import write_task
+from helpers import free_port
 
 from llm_ladder.errors import LadderError
 from llm_ladder.models.base import Generation
-from llm_ladder.serve import Served, build_served, create_app
-from llm_ladder.serve_guard import Redactor, check_bind, check_schema, strip_images
+from llm_ladder.serving.app import Served, create_app
+from llm_ladder.serving.build import build_served
+from llm_ladder.serving.guard import Redactor, check_bind, check_schema, strip_images
 from llm_ladder.store import Store
 from llm_ladder.task import ServeConfig, load_task
 

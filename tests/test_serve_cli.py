@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -17,23 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, write_task
+from conftest import write_task
+from helpers import LADDER, free_port, ladder
 
 from llm_ladder.data import load_examples
 from llm_ladder.store import Store
 from llm_ladder.task import ModelConfig, load_task
-
-# `python -m llm_ladder.cli` runs cli.py as __main__, a second copy of the module whose `app`
-# lacks the commands that cli_serve registers on llm_ladder.cli.app; call the entry point.
-LADDER = [sys.executable, "-c", "from llm_ladder.cli import main; main()"]
-
-
-def ladder(*args, check=True, env=None, timeout=600):
-    proc = subprocess.run([*LADDER, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ladder {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def start(task_dir: Path, target: str) -> tuple[subprocess.Popen, str]:

@@ -11,8 +11,10 @@ import pytest
 
 from llm_ladder.errors import LadderError
 from llm_ladder.task import parse_task
-from llm_ladder.tool_metrics import ToolCall, canonical_call, read_prediction
-from llm_ladder.tools import Executor, load_tools, parse_calls
+from llm_ladder.tools.calls import parse_calls
+from llm_ladder.tools.executor import Executor
+from llm_ladder.tools.metric import ToolCall, canonical_call, read_prediction
+from llm_ladder.tools.schemas import load_tools
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",

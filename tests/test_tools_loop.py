@@ -17,11 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import LADDER
+from helpers import LADDER
 from servers import llama_server
 
 from llm_ladder.models.base import GenParams
-from llm_ladder.tools import Executor, Request, run_loop
+from llm_ladder.tools.executor import Executor
+from llm_ladder.tools.loop import Request, run_loop
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",

@@ -32,6 +32,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 @dataclass
 class Example:
+    """One example: an id, the input (text or chat messages), the reference output, free-form
+    metadata, and where it was read from (file:line)."""
+
     id: str
     input: str | Messages
     output: str

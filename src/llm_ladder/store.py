@@ -98,6 +98,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_lad
 
 
 class Store:
+    """The SQLite run store: runs, predictions (exact messages, outputs, scores), request logs."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,3 +247,20 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     for k in ("config", "versions", "summary"):
         d[k] = json.loads(d[k]) if d[k] else None
     return d
+
+
+def export_rows(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Logged requests as examples: messages input, the served answer as provisional output."""
+    rows = []
+    for log in logs:
+        if not log["response"]:
+            continue
+        rows.append({"id": log["id"], "input": log["request"], "output": log["response"],
+                     "meta": {"log_id": log["id"],
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                    time.gmtime(log["created"])),
+                              "served_rung": log["rung"], "served_model": log["model"],
+                              "run_id": log["run_id"], "provisional": True,
+                              "citations": log["citations"]}})
+    return rows
+

@@ -16,6 +16,8 @@ Messages = list[dict[str, Any]]
 
 @dataclass
 class GenParams:
+    """Generation settings for one call: token cap, temperature, stop strings, native tools."""
+
     max_tokens: int = 64
     temperature: float = 0.0
     stop: list[str] | None = None
@@ -25,6 +27,8 @@ class GenParams:
 
 @dataclass
 class Generation:
+    """One answer: the text, tokens in/out, latency, why it stopped, and an error if it failed."""
+
     text: str
     tokens_in: int
     tokens_out: int

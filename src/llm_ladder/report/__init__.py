@@ -17,6 +17,9 @@ from typing import Any
 from llm_ladder.costs import Ownership, break_even, ownership
 from llm_ladder.decide import correct, decide, error_analysis, pair
 from llm_ladder.errors import LadderError
+from llm_ladder.report.html import render_report
+from llm_ladder.report.markdown import render_markdown
+from llm_ladder.rungs.base import ladder_for
 from llm_ladder.store import Store
 from llm_ladder.task import Task
 
@@ -83,10 +86,8 @@ def _break_evens(owned: dict[str, Ownership], rungs: list[str], anchor: str | No
 
 
 def _task_rungs(task: Task) -> list[str]:
-    from llm_ladder.ladder import rung_names
-
     try:
-        return rung_names(task)
+        return ladder_for(task)
     except LadderError:  # a rung plugin no longer installed: report what was stored
         return []
 
@@ -134,8 +135,6 @@ def collect(task: Task, store: Store, ident: str) -> dict[str, Any]:
 def write_report(task: Task, store: Store, ident: str,
                  out_dir: Path | None = None) -> tuple[Path, Path]:
     """Write report.html and report.md; returns their paths."""
-    from llm_ladder.report.html import render_report
-    from llm_ladder.report.markdown import render_markdown
 
     data = collect(task, store, ident)
     folder = out_dir or task.state_dir / "reports" / data["id"]

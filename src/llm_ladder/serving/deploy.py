@@ -1,11 +1,11 @@
-"""`ladder serve`, `logs export`, `deploy`, and `eval --on-logs`: ship the chosen pipeline.
+"""`ladder deploy`: a bundle that ships a stored run to vLLM or to another `ladder serve`.
 
-`serve` runs a stored run's rung (or a rung by name) behind the OpenAI-compatible server in
-serve.py. `logs export` turns the logged traffic into an examples file for labelling or
-distillation. `eval --on-logs` runs a rung on the logged inputs and scores its agreement
-with what was served: there are no human references in traffic, so it measures drift and
-the production token/latency/cost profile, not correctness. `deploy` writes a bundle for
-vLLM or for another `ladder serve`. Deliberately skipped: container images, cloud deploys.
+The bundle holds the rung's prompt template (with `{{input}}` for the user's input), the
+pinned sampling settings the run was evaluated with, the exported LoRA adapter when the run
+has one, the vector-store settings, the names (never the values) of the environment
+variables it reads, `serve.sh` and a README. It is written under a temporary name and
+renamed, so a half-written bundle never has the final name. Skipped: container images and
+cloud deploys.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import typer
-
-from llm_ladder.cli import _esc, _store, _table, app, err, out
 from llm_ladder.errors import LadderError
+from llm_ladder.finetune.registry import export_adapter
+from llm_ladder.serving.build import build_pipeline, prompt_rung
+from llm_ladder.store import Store
+from llm_ladder.task import Task
 
-TaskOpt = Annotated[Path, typer.Option("--task", help="task folder")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 # the embedded model's Hugging Face id, for engines that load weights themselves
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
            "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -33,160 +32,32 @@ HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def _resolve(store, target: str, model: str | None) -> tuple[str, str, dict[str, Any] | None]:
-    """(rung, model key, run or None) for a run id (or unique prefix) or a rung name."""
-    from llm_ladder import plugins
-
-    if target in plugins.names("rungs"):
-        return target, model or "default", None
-    run = store.get_run(target)
+def write_bundle(task: Task, store: Store, run_id: str, out_dir: Path,
+                 target: Literal["vllm", "ladder"] = "vllm", base: str | None = None
+                 ) -> dict[str, Any]:
+    """Write the deployment bundle of stored run `run_id` to the new folder `out_dir`;
+    returns its manifest (with `out`)."""
+    if target not in ("vllm", "ladder"):
+        raise LadderError(f"--target must be vllm or ladder, not {target!r}")
+    run = store.get_run(run_id)
     if run is None:
-        raise LadderError(f"{target!r} is neither a rung ({', '.join(plugins.names('rungs'))}) "
-                          f"nor a run id in {store.path}; `ladder runs` lists them")
-    return run["rung"], model or run["model"], run
-
-
-@app.command()
-def serve(target: Annotated[str, typer.Argument(metavar="RUN_ID_OR_RUNG",
-                                                help="a stored run id or a rung name")],
-          task: TaskOpt = Path("."),
-          host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-          model: Annotated[str | None, typer.Option("--model", "-m",
-                                                    help="model key (default: the run's)")]
-          = None) -> None:
-    """Serve a run's pipeline (or a rung's) as an OpenAI-compatible API."""
-    from llm_ladder.serve import build_served, create_app, run_server
-    from llm_ladder.serve_guard import check_bind
-
-    task_obj, store = _store(task)
-    cfg = task_obj.serve
-    token = os.environ.get(cfg.token_env) or None
-    check_bind(host, token, cfg.token_env)  # before anything slow
-    rung, model_key, run = _resolve(store, target, model)
-    with err.status(f"building {rung} and loading model {model_key}…"):
-        served = build_served(task_obj, rung, model_key, run)
-    for w in served.warnings:
-        err.print(f"[yellow]warning:[/] {_esc(w)}", highlight=False)
-    app_ = create_app(served, cfg, store if cfg.log_requests else None, token)
-    shown = f"[{host}]" if ":" in host else host
-    err.print(f"serving [bold]{_esc(served.name)}[/] (rung {rung}, model {model_key}"
-              + (f", run {run['id']}" if run else "") + f") on http://{shown}:{port}/v1 — auth "
-              + ("on" if token else f"off (loopback only; set {cfg.token_env} to require it)")
-              + (f"; requests logged to {store.path}" if cfg.log_requests else
-                 "; request logging off"), highlight=False)
-    run_server(app_, host, port, cfg)
-
-
-logs_app = typer.Typer(no_args_is_help=True, help="Traffic logged by `ladder serve`.")
-app.add_typer(logs_app, name="logs")
-
-
-def export_rows(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Logged requests as examples: messages input, the served answer as provisional output."""
-    rows = []
-    for log in logs:
-        if not log["response"]:
-            continue
-        rows.append({"id": log["id"], "input": log["request"], "output": log["response"],
-                     "meta": {"log_id": log["id"],
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                    time.gmtime(log["created"])),
-                              "served_rung": log["rung"], "served_model": log["model"],
-                              "run_id": log["run_id"], "provisional": True,
-                              "citations": log["citations"]}})
-    return rows
-
-
-@logs_app.command("export")
-def logs_export(task: TaskOpt = Path("."),
-                out_file: Annotated[Path, typer.Option("--out", help="JSONL file to write")]
-                = Path("served.jsonl"),
-                limit: Annotated[int | None, typer.Option(min=1, help="at most N rows")] = None,
-                as_json: JsonOpt = False) -> None:
-    """Write the logged traffic as an examples file (served answer = provisional output)."""
-    _, store = _store(task)
-    rows = export_rows(store.request_logs(limit, status="ok"))
-    if not rows:
-        raise LadderError(f"no answered requests logged in {store.path}; serve with `ladder "
-                          "serve` (serve.log_requests = true) first")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                   encoding="utf-8")
-    tmp.replace(out_file)
-    doc = {"rows": len(rows), "out": str(out_file)}
-    if as_json:
-        print(json.dumps(doc))
-        return
-    out.print(f"wrote {len(rows)} logged request(s) to {_esc(str(out_file))}; the outputs are "
-              "what was served, not checked answers: review them before training on them",
-              highlight=False)
-
-
-ON_LOGS_NOTE = ("scored against the answers that were served, not human references: this is "
-                "agreement with production (drift), plus tokens, latency and cost on the real "
-                "input distribution")
-
-
-def eval_on_logs(task_dir: Path, rung: str, model_key: str, as_json: bool) -> dict[str, Any]:
-    """`ladder eval --on-logs`: run `rung` on the logged inputs and compare with what was
-    served. Stored as a run on split "logs"."""
-    from llm_ladder.costs import price_for
-    from llm_ladder.data import Example
-    from llm_ladder.evaluate import evaluate, package_versions, summarize
-    from llm_ladder.metrics import build_metric, match_label
-    from llm_ladder.serve import build_served
-
-    task, store = _store(task_dir)
-    logs = store.request_logs(status="ok")
-    logs = [log for log in logs if log["response"]]
-    if not logs:
-        raise LadderError(f"no answered requests logged in {store.path}; serve with `ladder "
-                          "serve` (serve.log_requests = true) first")
-    with err.status(f"building {rung} and loading model {model_key}…"):
-        served = build_served(task, rung, model_key)
-    labels, schema = served.prep.labels, served.prep.schema
-    examples = []
-    for log in logs:
-        ref = log["response"]
-        if labels:  # compare labels with labels: the served text names one, or stays as is
-            ref = match_label(ref, labels) or ref.strip()
-        examples.append(Example(log["id"], log["request"], ref, {"served_rung": log["rung"]}))
-    if labels:  # a served answer that names no label is a class of its own here
-        labels = labels + sorted({e.output for e in examples} - set(labels))
-    metric = build_metric(task.metric.name, labels, schema)
-    pipeline, model = served.pipeline, served.model
-    config = {"rung": rung, "settings": pipeline.settings, "params": vars(pipeline.params),
-              "model": model.describe(), "metric": task.metric.name, "split": "logs",
-              "logs": {"n": len(logs), "first": logs[0]["id"], "last": logs[-1]["id"]},
-              "reference": "served answers"}
-    run_id = store.create_run(task.name, rung, model_key, "logs", config, package_versions())
-    evaluate(pipeline, model, examples, metric, store, run_id, None,
-             getattr(model, "batch_size", 8))
-    price, source = price_for(task, model_key)
-    summary = summarize(store.predictions(run_id), metric, price, source)
-    summary.update(run_id=run_id, rung=rung, model=model_key, reference="served answers",
-                   note=ON_LOGS_NOTE)
-    store.finish_run(run_id, summary)
-    served_by: dict[str, int] = {}
-    for log in logs:
-        served_by[log["rung"]] = served_by.get(log["rung"], 0) + 1
-    doc = {"task": task.name, "on_logs": True, "logged_requests": len(logs),
-           "served_by": served_by, "metric": task.metric.name, "note": ON_LOGS_NOTE,
-           "rungs": [summary]}
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return doc
-    out.print(_table([summary], f"{task.name} — agreement ({task.metric.name}) with the served "
-                                f"answers on {len(logs)} logged requests, model {model_key}"))
-    out.print(f"[yellow]note:[/] {ON_LOGS_NOTE}. Served by: "
-              + ", ".join(f"{k} ({v})" for k, v in served_by.items()), highlight=False)
-    out.print(f"[dim]run {run_id} stored in {store.path}[/]")
+        raise LadderError(f"no run {run_id!r} in {store.path}; `ladder runs` lists them")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise LadderError(f"{out_dir}: exists and is not empty; choose a new --out folder")
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        doc = _write_bundle(task, run, tmp, target, base)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)  # a half-written bundle never has the final name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    doc["out"] = str(out_dir)
     return doc
 
 
-# ---- deploy ----------------------------------------------------------------------------
 INPUT = "{{input}}"
 
 
@@ -199,8 +70,6 @@ class _NoIndex:
 
 def _template(task, run: dict[str, Any]) -> dict[str, Any]:
     """The prompt the run's rung builds, with a placeholder for the user's input."""
-    from llm_ladder.serve import build_pipeline, prompt_rung
-
     settings = run["config"].get("settings") or {}
     # a fine-tuned rung's prompt is its prompt rung's (building it would train)
     rung = prompt_rung(run["rung"]) if settings.get("adapter") else run["rung"]
@@ -248,11 +117,6 @@ def _vector_store(task, run: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _export_adapter(task, adapter_id: str, dest: Path) -> tuple[int, dict[str, Any]]:
-    try:
-        from llm_ladder.finetune.registry import export_adapter
-    except ImportError:
-        raise LadderError(f"the run uses adapter {adapter_id!r} but llm_ladder.finetune is "
-                          "not installed; install the 'finetune' extra") from None
     folder = export_adapter(task.state_dir / "adapters", adapter_id, dest, merge=False)
     try:
         conf = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
@@ -323,45 +187,6 @@ def _copy_task(task, dest: Path, adapter_id: str | None) -> list[str]:
         else:
             notes.append(f"adapter {adapter_id}: not found under {src.parent}")
     return notes
-
-
-@app.command()
-def deploy(run_id: Annotated[str, typer.Argument(help="the stored run to ship")],
-           out_dir: Annotated[Path, typer.Option("--out", help="bundle folder to create")],
-           task: TaskOpt = Path("."),
-           target: Annotated[str, typer.Option(help="vllm or ladder")] = "vllm",
-           base: Annotated[str | None, typer.Option(help="the base model as vLLM loads it "
-                                                         "(a Hugging Face id or a path)")]
-           = None,
-           as_json: JsonOpt = False) -> None:
-    """Write a deployment bundle for a run: prompt template, pinned sampling, adapter,
-    vector-store settings, serve.sh and README."""
-    if target not in ("vllm", "ladder"):
-        raise LadderError(f"--target must be vllm or ladder, not {target!r}")
-    task_obj, store = _store(task)
-    run = store.get_run(run_id)
-    if run is None:
-        raise LadderError(f"no run {run_id!r} in {store.path}; `ladder runs` lists them")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise LadderError(f"{out_dir}: exists and is not empty; choose a new --out folder")
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        doc = _write_bundle(task_obj, run, tmp, target, base)  # type: ignore[arg-type]
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)  # a half-written bundle never has the final name
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    doc["out"] = str(out_dir)
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return
-    out.print(f"bundle for run {run['id']} ({run['rung']}) written to {_esc(str(out_dir))}: "
-              + ", ".join(doc["files"]), highlight=False)
-    for note in doc["notes"]:
-        out.print(f"  · {_esc(note)}", highlight=False)
 
 
 def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm", "ladder"],

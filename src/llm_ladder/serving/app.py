@@ -8,7 +8,7 @@ with OpenAI's `usage` and, for RAG pipelines, a top-level `citations` list.
 One worker thread owns the model (the local backend is not thread-safe). It takes whatever
 requests are waiting (after a 5 ms wait for more), up to `max_concurrency`, and generates
 them as one batch (dynamic batching); past `max_concurrency + max_queue` admitted requests
-the server answers 429 at once. Every answer passes the guards (serve_guard.py) and is
+the server answers 429 at once. Every answer passes the guards (serving/guard.py) and is
 logged to the run store, and the log row is committed before the response is released, so a
 crash after the client got its answer loses nothing. Streaming sends the finished, checked
 answer as SSE chunks: the guards need the whole answer before any of it leaves. Sampling is
@@ -33,10 +33,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llm_ladder.errors import LadderError, require
+from llm_ladder.errors import require
 from llm_ladder.models.base import ChatModel, Generation, GenParams, Messages
-from llm_ladder.rungs import Pipeline
-from llm_ladder.serve_guard import (
+from llm_ladder.rungs.base import Pipeline
+from llm_ladder.serving.guard import (
     Guard,
     Redactor,
     check_schema,
@@ -44,6 +44,7 @@ from llm_ladder.serve_guard import (
     strip_images,
     valid_citations,
 )
+from llm_ladder.session import Prepared
 from llm_ladder.task import ServeConfig
 
 REFUSAL = "I cannot answer that from the documents I have."
@@ -65,7 +66,7 @@ class Served:
     name: str = ""  # the model id clients send; default TASK/RUNG
     schema: dict[str, Any] | None = None  # serve.output_schema, loaded
     warnings: list[str] = field(default_factory=list)
-    prep: Any = None  # ladder.Prepared the pipeline was built from (labels, schema)
+    prep: Prepared | None = None  # the data the pipeline was built from (labels, schema)
 
     def __post_init__(self) -> None:
         self.name = self.name or f"{self.task}/{self.rung}"
@@ -483,95 +484,6 @@ def sse(job_id: str, name: str, res: Result, usage: bool) -> Iterator[str]:
                "model": name, "choices": [], "usage": _usage(res)}
         yield f"data: {json.dumps(doc)}\n\n"
     yield "data: [DONE]\n\n"
-
-
-# ---- building and running ------------------------------------------------------------
-def build_pipeline(task: Any, rung: str, embedder: Any = None, retriever: Any = None
-                   ) -> tuple[Pipeline, Any]:
-    """The rung's pipeline built the way `ladder run` builds it (train split for shots, the
-    index for RAG rungs), and the prepared data it was built from. `retriever` replaces
-    opening the index (deploy only needs the prompt's shape)."""
-    from llm_ladder.ladder import attach_retriever, prepare
-    from llm_ladder.rungs import RETRIEVAL_RUNGS, RungContext, get_rung
-
-    rung_obj = get_rung(rung)
-    prep = prepare(task, skip_bad_rows=True)
-    if task.corpus and rung in RETRIEVAL_RUNGS:
-        if retriever is not None:
-            prep.retriever = retriever
-        else:
-            if embedder is None:
-                from llm_ladder.embedding import build_embedder
-
-                embedder = build_embedder(task.corpus)
-            attach_retriever(prep, embedder)
-    ctx = RungContext(task, prep.splits.train, prep.labels, prep.schema, prep.retriever,
-                      dev=prep.splits.dev, unlabeled=getattr(prep, "unlabeled", []))
-    return rung_obj.build(ctx), prep
-
-
-def prompt_rung(rung: str) -> str:
-    """The prompting rung a fine-tuned rung wraps (its prompt, without the training)."""
-    from llm_ladder.rungs import get_rung
-
-    return getattr(get_rung(rung), "prompt_rung", "zero-shot")
-
-
-def build_served(task: Any, rung: str, model_key: str = "default",
-                 run: dict[str, Any] | None = None, model: ChatModel | None = None,
-                 embedder: Any = None) -> Served:
-    """What `ladder serve` runs: the pipeline and the model it calls (the rung's own when it
-    brings one, else `model`, else the task's `model_key`). A run with an adapter is served
-    with exactly that adapter: its prompt rung is built and the adapter loaded on the base,
-    so serving never trains."""
-    from llm_ladder.ladder import build_model
-    from llm_ladder.serve_guard import load_schema
-
-    settings = ((run or {}).get("config") or {}).get("settings") or {}
-    if settings.get("adapter_path"):
-        pipeline, prep = build_pipeline(task, prompt_rung(rung), embedder)
-        pipeline.rung = rung
-        pipeline.model = _adapter_model(task, settings)
-        pipeline.settings = {**pipeline.settings, **{k: settings[k] for k in settings
-                                                     if k not in pipeline.settings}}
-    else:
-        pipeline, prep = build_pipeline(task, rung, embedder)
-    warnings = _compare(run, pipeline) if run else []
-    chosen = pipeline.model or model or build_model(task.model(model_key))
-    schema = load_schema(task.path(task.serve.output_schema)) if task.serve.output_schema \
-        else None
-    return Served(pipeline, chosen, task.name, rung, model_key, run["id"] if run else None,
-                  task.serve.model_name or "", schema, warnings, prep)
-
-
-def _adapter_model(task: Any, settings: dict[str, Any]) -> ChatModel:
-    from pathlib import Path
-
-    from llm_ladder.models.local import TransformersModel
-
-    path = Path(settings["adapter_path"])
-    if not (path / "adapter_config.json").is_file():
-        raise LadderError(f"{path}: the run's adapter {settings.get('adapter')!r} is gone "
-                          "(no adapter_config.json); train it again with its rung")
-    mc = task.model(settings.get("base_key") or "default")
-    return TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
-                             threads=mc.threads, context_length=mc.context_length,
-                             adapter=str(path))
-
-
-def _compare(run: dict[str, Any], pipeline: Pipeline) -> list[str]:
-    """Refuse a different adapter than the run's; warn about other drifted settings."""
-    stored = (run.get("config") or {}).get("settings") or {}
-    now = pipeline.settings
-    if stored.get("adapter") != now.get("adapter"):
-        raise LadderError(f"run {run['id']} used adapter {stored.get('adapter')!r} but the rung "
-                          f"{run['rung']!r} now builds {now.get('adapter')!r}; serve the rung "
-                          "by name or restore that adapter")
-    drift = sorted(k for k in set(stored) | set(now)
-                   if json.dumps(stored.get(k), sort_keys=True, default=str)
-                   != json.dumps(now.get(k), sort_keys=True, default=str))
-    return [f"the pipeline's {k!r} differs from run {run['id']}'s (data or task changed "
-            "since the run)" for k in drift]
 
 
 def run_server(app: Any, host: str, port: int, cfg: ServeConfig) -> None:

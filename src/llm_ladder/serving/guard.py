@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from llm_ladder.errors import LadderError
+from llm_ladder.metrics import parse_json
+from llm_ladder.rag.rag_metrics import citations
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -142,8 +144,6 @@ def strip_images(text: str) -> tuple[str, int]:
 
 def valid_citations(answer: str, context: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """The [n] numbers an answer cites that name a retrieved chunk, and those that do not."""
-    from llm_ladder.rag.rag_metrics import citations
-
     known = {c["n"] for c in context}
     cited = citations(answer)
     return [n for n in cited if n in known], [n for n in cited if n not in known]
@@ -166,8 +166,6 @@ def check_schema(answer: str, schema: dict[str, Any]) -> tuple[str, str | None]:
     """(the answer as compact JSON, None) when it holds a JSON value matching `schema`
     (bare, fenced or embedded in text), else (the answer, why not)."""
     import jsonschema
-
-    from llm_ladder.metrics import parse_json
 
     value, why = parse_json(answer)
     if why:

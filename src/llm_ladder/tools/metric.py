@@ -31,8 +31,9 @@ from typing import Any
 
 from llm_ladder.metrics import Score, unscored
 from llm_ladder.splits import normalize_text
+from llm_ladder.tools.calls import parse_calls
+from llm_ladder.tools.schemas import Call
 
-Call = dict[str, Any]
 OMIT = ""  # BFCL: an acceptable value of "" means "may be left out"
 
 
@@ -99,8 +100,6 @@ def read_prediction(prediction: str) -> tuple[list[Call], str]:
         value = None
     if isinstance(value, dict) and set(value) <= {"calls", "answer"} and "calls" in value:
         return list(value.get("calls") or []), str(value.get("answer") or "")
-    from llm_ladder.tools import parse_calls
-
     return parse_calls(prediction), prediction
 
 

@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
-from llm_ladder.cli import JsonOpt, _esc, _fmt, _store, app, err, out
+from llm_ladder.cli.common import JsonOpt, TaskOpt, app, err, esc, fmt, out, task_store
 from llm_ladder.errors import LadderError
-
-TaskOpt = Annotated[Path, typer.Option("--task", help="task folder")]
+from llm_ladder.report import compare_runs, write_report
+from llm_ladder.report.server import make_server
 
 
 @app.command()
@@ -29,9 +29,7 @@ def report(ident: Annotated[str, typer.Argument(help="ladder id or run id")],
                              "(default TASK/.ladder/reports/ID)")] = None,
            as_json: JsonOpt = False) -> None:
     """Write the HTML report (tables, charts, per-example outputs) and a Markdown summary."""
-    from llm_ladder.report import write_report
-
-    t, store = _store(task)
+    t, store = task_store(task)
     html_path, md_path = write_report(t, store, ident, out_dir)
     if as_json:
         print(json.dumps({"html": str(html_path), "markdown": str(md_path)}, indent=2))
@@ -48,9 +46,7 @@ def compare(run_a: Annotated[str, typer.Argument(help="the earlier run id")],
             as_json: JsonOpt = False) -> None:
     """What changed between two runs (settings, model) and example by example, with the
     paired test: use it for a new base model or a new prompt."""
-    from llm_ladder.report import compare_runs
-
-    _, store = _store(task)
+    _, store = task_store(task)
     c = compare_runs(store, run_a, run_b)
     if as_json:
         print(json.dumps(c, indent=2, default=str))
@@ -58,11 +54,11 @@ def compare(run_a: Annotated[str, typer.Argument(help="the earlier run id")],
     a, b, t = c["a"], c["b"], c["test"]
     qa = ((a["summary"] or {}).get("quality") or {}).get("value")
     qb = ((b["summary"] or {}).get("quality") or {}).get("value")
-    out.print(f"A {a['id']} {a['rung']} on {a['model']}: {_fmt(qa)}", highlight=False)
-    out.print(f"B {b['id']} {b['rung']} on {b['model']}: {_fmt(qb)}", highlight=False)
+    out.print(f"A {a['id']} {a['rung']} on {a['model']}: {fmt(qa)}", highlight=False)
+    out.print(f"B {b['id']} {b['rung']} on {b['model']}: {fmt(qb)}", highlight=False)
     for ch in c["changes"]:
-        out.print(f"  changed {_esc(ch['key'])}: {_esc(_short(ch['a']))} → "
-                  f"{_esc(_short(ch['b']))}", highlight=False)
+        out.print(f"  changed {esc(ch['key'])}: {esc(_short(ch['a']))} → "
+                  f"{esc(_short(ch['b']))}", highlight=False)
     if not c["changes"]:
         out.print("  no setting differs")
     if t["n"]:
@@ -79,7 +75,7 @@ def compare(run_a: Annotated[str, typer.Argument(help="the earlier run id")],
                                      else ""))
     for kind in ("fixed", "broken", "changed"):
         for x in [x for x in c["examples"] if x["kind"] == kind][:limit]:
-            out.print(_esc(f"  [{kind}] {x['example_id']}: {_short(x['a']['output'])} → "
+            out.print(esc(f"  [{kind}] {x['example_id']}: {_short(x['a']['output'])} → "
                            f"{_short(x['b']['output'])} (reference {_short(x['reference'])})"),
                       highlight=False)
 
@@ -89,50 +85,6 @@ def _short(x: object, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def make_server(task_dir: Path, host: str, port: int):
-    """A read-only HTTP server of the task's runs: /, /report/ID, /compare?a=ID&b=ID."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs, unquote, urlparse
-
-    from llm_ladder.report import collect, compare_runs, list_ladders
-    from llm_ladder.report.html import e, page, render_compare, render_index, render_report
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            url = urlparse(self.path)
-            try:
-                task, store = _store(task_dir)
-                try:
-                    if url.path == "/":
-                        body, code = render_index(task.name, list_ladders(store)), 200
-                    elif url.path.startswith("/report/"):
-                        ident = unquote(url.path[len("/report/"):])
-                        body, code = render_report(collect(task, store, ident)), 200
-                    elif url.path == "/compare":
-                        q = parse_qs(url.query)
-                        body = render_compare(compare_runs(store, q.get("a", [""])[0],
-                                                           q.get("b", [""])[0]))
-                        code = 200
-                    else:
-                        body, code = page("not found", "<h1>not found</h1>"), 404
-                finally:
-                    store.close()
-            except LadderError as ex:
-                body, code = page("not found", f"<h1>not found</h1><p>{e(ex)}</p>"), 404
-            data = body.encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, fmt: str, *args: object) -> None:
-            err.print(f"[dim]{self.address_string()} {fmt % args}[/]", highlight=False)
-
-    return ThreadingHTTPServer((host, port), Handler)
-
-
 @app.command()
 def ui(task: TaskOpt = Path("."),
        port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
@@ -140,9 +92,10 @@ def ui(task: TaskOpt = Path("."),
                                               "trust the network")] = "127.0.0.1") -> None:
     """A local, read-only web view of the task's runs and ladders: reports, charts,
     side-by-side examples with filters, comparisons."""
-    _store(task)  # fail fast on a bad task folder
+    task_store(task)  # fail fast on a bad task folder
     try:
-        server = make_server(task, host, port)
+        server = make_server(task, host, port,
+                             log=lambda line: err.print(f"[dim]{esc(line)}[/]", highlight=False))
     except OSError as ex:
         raise LadderError(f"cannot listen on {host}:{port}: {ex.strerror}") from None
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -8,9 +8,10 @@ for early stopping; the test split never gets here.
 - lora:        the input alone (no instructions): the classic fine-tune, shortest prompts.
 - lora-prompt: the task's system prompt at train and at inference (fine-tune + prompt).
 - lora-rag:    the RAG prompt with retrieved chunks at train and inference (fine-tune + RAG).
-- distill:     like lora, but on a teacher model's answers to the train inputs.
+(distill, in rungs/distill.py, is lora on a teacher model's answers to the train inputs.)
 The one-time cost (training seconds, and teacher labelling for distill) goes into the
-pipeline settings, and from there into the run summary as `one_time`.
+pipeline settings, and from there into the run summary as `one_time`. Skipped: full
+fine-tuning and multi-device training.
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from typing import Any
 
 from llm_ladder.data import Example
 from llm_ladder.errors import LadderError
-from llm_ladder.rungs import Pipeline, RungContext, get_rung
-from llm_ladder.task import FinetuneConfig
-
-
-def finetune_defaults(task: Any) -> list[str]:
-    """The fine-tuning rungs `ladder run` climbs by default: only with a [finetune] table."""
-    if task.finetune is None:
-        return []
-    return ["lora"] + (["distill"] if task.finetune.teacher else []) \
-        + (["lora-rag"] if task.corpus else [])
+from llm_ladder.finetune import registry
+from llm_ladder.finetune.data import build_rows, data_hash
+from llm_ladder.finetune.lora import pick_precision
+from llm_ladder.finetune.lora import train as run_training
+from llm_ladder.models.base import ChatModel
+from llm_ladder.models.local import TransformersModel, resolve_weights
+from llm_ladder.rungs.base import Pipeline, RungContext, get_rung
+from llm_ladder.task import FinetuneConfig, Task
 
 
 def finetune_config(ctx: RungContext) -> FinetuneConfig:
@@ -40,8 +39,6 @@ def finetune_config(ctx: RungContext) -> FinetuneConfig:
 
 
 def _base(ctx: RungContext, cfg: FinetuneConfig, base_key: str | None):
-    from llm_ladder.models.local import resolve_weights
-
     key = base_key or cfg.base
     mc = ctx.task.model(key)
     if mc.backend != "local":
@@ -53,11 +50,7 @@ def _base(ctx: RungContext, cfg: FinetuneConfig, base_key: str | None):
 def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
          base_key: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (or reuse) the adapter for `rung`; returns its manifest (with `path`)."""
-    from transformers import AutoTokenizer
-
-    from llm_ladder.finetune import registry
-    from llm_ladder.finetune.data import build_rows, data_hash
-    from llm_ladder.finetune.lora import train as run_training
+    from transformers import AutoTokenizer  # heavy: only when a rung trains
 
     cfg = finetune_config(ctx)
     key, mc, folder = _base(ctx, cfg, base_key)
@@ -72,8 +65,6 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     dev_rows = []
     if ctx.dev:
         dev_rows, _ = build_rows(ctx.dev, messages, tok, cfg.max_seq_len, 1)
-    from llm_ladder.finetune.lora import pick_precision
-
     recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples"})
     recipe["precision"] = list(pick_precision(cfg))  # "auto" resolves per machine
     aid = registry.adapter_id(rung, registry.base_fingerprint(folder), data_hash(rows),
@@ -107,14 +98,18 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     return {**manifest, "path": str(final)}
 
 
-def _adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
-             extra_cost_s: float = 0.0) -> Pipeline:
-    from llm_ladder.models.local import TransformersModel
+def adapter_model(task: Task, base_key: str, adapter_path: str) -> ChatModel:
+    """The task's base model `base_key` with the LoRA adapter at `adapter_path` (merged)."""
+    mc = task.model(base_key)
+    return TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
+                             threads=mc.threads, context_length=mc.context_length,
+                             adapter=adapter_path)
 
-    mc = ctx.task.model(manifest["base"]["key"])
-    model = TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
-                              threads=mc.threads, context_length=mc.context_length,
-                              adapter=manifest["path"])
+
+def adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
+            extra_cost_s: float = 0.0) -> Pipeline:
+    """The prompting pipeline `prompt` with the trained adapter as its model."""
+    model = adapter_model(ctx.task, manifest["base"]["key"], manifest["path"])
     train_s = manifest["training"]["seconds"]
     what = (f"LoRA training on {manifest['data']['train']} examples "
             f"({train_s / 60:.1f} min on {manifest['training']['device']})")
@@ -134,11 +129,12 @@ class Lora:
     name = "lora"
     description = "LoRA fine-tune of the small model on the train split; the input alone"
     prompt_rung = "zero-shot"
+    needs = frozenset({"finetune"})
 
     def build(self, ctx: RungContext) -> Pipeline:
         prompt = get_rung(self.prompt_rung).build(ctx)
         manifest = tune(ctx, self.name, prompt, ctx.train, ctx.base_key)
-        return _adapted(ctx, self.name, prompt, manifest)
+        return adapted(ctx, self.name, prompt, manifest)
 
 
 class LoraPrompt(Lora):
@@ -151,25 +147,4 @@ class LoraRAG(Lora):
     name = "lora-rag"
     description = "LoRA fine-tune with retrieved corpus chunks in the prompt (fine-tune + RAG)"
     prompt_rung = "rag"
-
-
-class Distill:
-    name = "distill"
-    description = "a teacher model answers the train inputs; the small model is LoRA-tuned on them"
-
-    def build(self, ctx: RungContext) -> Pipeline:
-        from llm_ladder.finetune.distill import label_with_teacher
-
-        cfg = finetune_config(ctx)
-        if not cfg.teacher:
-            raise LadderError(f"{ctx.task.name}: distill needs finetune.teacher (a model key) "
-                              "in task.toml, or `ladder distill --teacher KEY`")
-        labels = label_with_teacher(ctx, cfg.teacher, cfg.teacher_rung,
-                                    ctx.train + ctx.unlabeled)
-        prompt = get_rung("zero-shot").build(ctx)
-        extra = {"teacher": {"model": cfg.teacher, "rung": cfg.teacher_rung,
-                             "labelled": len(labels.examples),
-                             "agreement": labels.agreement, "seconds": labels.seconds}}
-        manifest = tune(ctx, self.name, prompt, labels.examples, ctx.base_key, extra)
-        return _adapted(ctx, self.name, prompt, manifest, labels.seconds)
-
+    needs = frozenset({"finetune", "index"})

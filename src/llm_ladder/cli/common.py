@@ -1,0 +1,144 @@
+"""What every `ladder` command shares: the Typer app, the consoles, the options, progress
+bars and table/format helpers.
+
+Human output goes to Rich consoles; with `--json` stdout carries exactly one JSON document
+and everything else goes to stderr. Command modules import this module and the library,
+never each other.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from llm_ladder.session import Session, open_task
+from llm_ladder.store import Store
+from llm_ladder.task import Task
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Climb the ladder: prompt, retrieve or fine-tune, decided on your data.")
+err = Console(stderr=True, soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+TaskDir = Annotated[Path, typer.Argument(help="folder with task.toml")]
+TaskOpt = Annotated[Path, typer.Option("--task", help="task folder")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+SkipOpt = Annotated[bool, typer.Option("--skip-bad-rows",
+                                       help="run on the good rows when some are bad")]
+ResumeOpt = Annotated[bool, typer.Option("--resume",
+                                         help="continue the last unfinished run of each rung")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model key from task.toml")]
+
+
+def task_store(task_dir: Path) -> tuple[Task, Store]:
+    """The task in `task_dir` and its run store."""
+    return open_task(task_dir)
+
+
+def esc(text: str) -> str:
+    """Text with Rich markup escaped: user data never becomes markup."""
+    return escape(text)
+
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def progress_callback(bar: Progress):
+    """A `climb`/`run_rung` progress callback that adds one bar per rung."""
+    def progress(total: int, label: str):
+        tid = bar.add_task(label, total=total)
+        return lambda n: bar.advance(tid, n)
+
+    return progress
+
+
+def print_session(s: Session) -> None:
+    """What the data looks like before any rung runs (stderr)."""
+    prep, task, sp = s.prep, s.task, s.prep.splits
+    err.print(f"[bold]{esc(task.name)}[/]: {prep.rows_read} rows read, {len(prep.problems)} bad"
+              f"{' (skipped)' if prep.problems else ''}; split train {len(sp.train)} / dev "
+              f"{len(sp.dev)} / test {len(sp.test)}"
+              + (f" (test capped, {sp.capped_test} left out)" if sp.capped_test else ""))
+    if sp.leakage and sp.leakage.leaks:
+        c = sp.leakage.counts()
+        err.print(f"[yellow]leakage:[/] {sum(c.values())} train/dev example(s) overlap the test "
+                  f"split ({', '.join(f'{k} {v}' for k, v in c.items())}); removed from train "
+                  f"{sp.leakage.removed_train} and dev {sp.leakage.removed_dev}")
+    ts = prep.token_spread
+    if ts:
+        err.print(f"input tokens ({esc(s.model_key)}'s tokenizer, chat template included): min "
+                  f"{ts['min']}, median {ts['median']}, p95 {ts['p95']}, max {ts['max']} "
+                  f"(limit {ts['limit']})")
+    if s.too_long:
+        err.print(f"[yellow]{len(s.too_long)} input(s) longer than the context skipped[/]")
+
+
+def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:
+    """The ladder table: one row per rung summary."""
+    t = Table(title=esc(title))
+    one_time = any(s.get("one_time") for s in summaries)
+    for col in ("rung", "quality [95% CI]", "n", "unscored", "tok in", "tok out",
+                "p50 ms", "p95 ms", "$/1k req") + (("one-time",) if one_time else ()):
+        t.add_column(col, justify="left" if col in ("rung", "one-time") else "right")
+    for s in summaries:
+        q = s["quality"]
+        qtxt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+        extra = []
+        if one_time:
+            o = s.get("one_time") or {}
+            extra = [f"{o['seconds']:.0f} s {o.get('what', '')}" if o.get("seconds") is not None
+                     else "—"]
+        t.add_row(esc(s["rung"]), qtxt, str(s["n"]), str(s["unscored"]),
+                  fmt(s["tokens_in_mean"], ".0f"), fmt(s["tokens_out_mean"], ".1f"),
+                  fmt(s["latency_p50_s"] and s["latency_p50_s"] * 1000, ".0f"),
+                  fmt(s["latency_p95_s"] and s["latency_p95_s"] * 1000, ".0f"),
+                  fmt(s["cost_per_1k_usd"], ".4f"), *map(esc, extra))
+    return t
+
+
+def train_events(bar: Progress, loss_in_label: bool = False):
+    """An on_event callback that drives a training progress bar and prints notices.
+
+    With `loss_in_label` (a plain bar, as `ladder run` shows) the loss goes in the label."""
+    state: dict[str, Any] = {}
+
+    def on_event(ev: dict[str, Any]) -> None:
+        if "warning" in ev:
+            err.print(f"[yellow]data check:[/] {esc(ev['warning'])}", highlight=False)
+        elif "reused" in ev:
+            err.print(f"adapter {ev['reused']} already trained on this data, base and config; "
+                      "reusing it")
+        elif "resumed" in ev:
+            err.print(f"resuming from step {ev['resumed']} ({esc(str(ev['checkpoint']))})")
+        elif "start" in ev:
+            state.pop("tid", None)  # a new training gets a bar of its own
+            err.print(f"training {ev['start']} adapter {ev['adapter']} on {ev['train']} train "
+                      f"examples (dev {ev['dev']})")
+        elif "step" in ev:
+            if "tid" not in state:
+                state["tid"] = bar.add_task("training", total=ev["total"], loss=0.0, tps=0.0,
+                                            dev="")
+            dev = f" dev {ev['dev_loss']:.3f}" if "dev_loss" in ev else ""
+            if not err.is_terminal and (dev or ev["step"] == ev["total"]):
+                # no live bar in a log file: one line at every dev check instead
+                err.print(f"step {ev['step']}/{ev['total']} loss {ev['loss']:.3f}{dev} "
+                          f"{ev['tokens_per_s']:.0f} tok/s", highlight=False)
+            bar.update(state["tid"], completed=ev["step"], total=ev["total"], loss=ev["loss"],
+                       tps=ev["tokens_per_s"], dev=dev or bar.tasks[state["tid"]].fields["dev"])
+            if loss_in_label:
+                bar.update(state["tid"], description=f"training {ev['loss']:.3f}")
+
+    return on_event

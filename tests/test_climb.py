@@ -1,0 +1,133 @@
+"""The climb's own logic, in process, with the scripted model (llm_ladder.testing): early
+stop, --all, the not-run note, repeat variance, resume, and rungs that declare their needs.
+The real-model tests (test_known_answer*, test_cli_e2e) are the proof that real parts work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_ladder import climb, open_session, plugins
+from llm_ladder.models.base import GenParams
+from llm_ladder.rungs.base import DEFAULT_LADDER, Pipeline, RungContext, as_messages, ladder_for
+from llm_ladder.session import open_task
+from llm_ladder.task import load_task
+from llm_ladder.testing import ScriptedModel, write_task
+
+LABELS = ["alpha", "beta"]
+ROWS = [{"id": f"q{i}", "input": f"question number {i}", "output": LABELS[i % 2]}
+        for i in range(40)]
+RIGHT = {r["input"]: r["output"] for r in ROWS}
+
+
+def _task(tmp_path: Path, answers, rungs: str = '"zero-shot", "system-prompt"',
+          name: str = "climb") -> Path:
+    return write_task(tmp_path / name, ROWS, answers=answers, bar=0.5,
+                      extra=f"[rungs]\ninclude = [{rungs}]\n")
+
+
+def test_climb_stops_at_the_first_rung_that_meets_the_bar(tmp_path):
+    result = climb(_task(tmp_path, RIGHT), report=False)
+    assert [s["rung"] for s in result.rungs] == ["zero-shot"]
+    assert result.not_run == ["system-prompt"]
+    assert result.recommendation["meets_bar"] is True
+    assert result.recommendation["rung"] == "zero-shot"
+    assert any("not run: system-prompt" in n for n in result.recommendation["notes"])
+    doc = result.to_dict()
+    assert list(doc)[:3] == ["task", "ladder_id", "model"] and "repeat" not in doc
+
+
+def test_climb_all_runs_every_rung_and_a_failing_ladder_stops_nowhere(tmp_path):
+    result = climb(_task(tmp_path, RIGHT), run_all=True, report=False)
+    assert [s["rung"] for s in result.rungs] == ["zero-shot", "system-prompt"]
+    assert result.not_run == []
+    wrong = {k: ("beta" if v == "alpha" else "alpha") for k, v in RIGHT.items()}
+    failing = climb(_task(tmp_path, wrong, name="wrong"), report=False)
+    assert [s["rung"] for s in failing.rungs] == ["zero-shot", "system-prompt"]
+    assert failing.recommendation["meets_bar"] is False
+    assert failing.rungs[0]["quality"]["value"] == 0.0
+
+
+def test_repeat_reports_variance_only_when_outputs_differ(tmp_path):
+    steady = climb(_task(tmp_path, RIGHT, '"zero-shot"'), repeat=2, report=False)
+    assert steady.repeat["zero-shot"]["differing"] == 0
+    # 7 answers in call order: the second run (18 test examples later) sees them shifted
+    seven = ["alpha", "beta", "beta", "alpha", "beta", "alpha", "alpha"]
+    shifting = climb(_task(tmp_path, seven, '"zero-shot"', "shift"), repeat=2, report=False)
+    v = shifting.repeat["zero-shot"]
+    assert v["n"] == shifting.split["test"] and v["differing"] > 0
+
+
+class Dying(ScriptedModel):
+    """Killed (Ctrl-C) while generating its third chunk."""
+
+    def generate(self, requests, params):
+        if len(self.calls) >= 16:
+            raise KeyboardInterrupt
+        return super().generate(requests, params)
+
+
+def test_resume_continues_a_killed_rung_without_asking_twice(tmp_path):
+    folder = _task(tmp_path, RIGHT, '"zero-shot"')
+    session = open_session(folder, rungs=["zero-shot"])
+    session.model = Dying(answers=RIGHT, batch_size=8)
+    with pytest.raises(KeyboardInterrupt):
+        climb(folder, report=False, session=session)
+    session = open_session(folder, rungs=["zero-shot"])
+    result = climb(folder, resume=True, report=False, session=session)
+    n = result.split["test"]
+    assert n > 16 and len(session.model.calls) == n - 16  # 16 were stored before the kill
+    assert result.rungs[0]["n"] == n and result.rungs[0]["quality"]["value"] == 1.0
+    fresh = open_session(folder, rungs=["zero-shot"])
+    climb(folder, resume=True, report=False, session=fresh)  # finished runs are not resumed
+    assert len(fresh.model.calls) == n
+
+
+def test_the_default_ladder_follows_what_the_rungs_need(tmp_path):
+    folder = write_task(tmp_path / "plain", ROWS, answers=RIGHT)
+    assert ladder_for(load_task(folder)) == ["zero-shot", "system-prompt", "few-shot-random",
+                                             "few-shot-nearest", "chain-of-thought"]
+    tuned = write_task(tmp_path / "tuned", ROWS, answers=RIGHT,
+                       extra='[finetune]\n[models.big]\nbackend = "local"\n')
+    names = ladder_for(load_task(tuned))
+    assert names[-1] == "lora" and "distill" not in names and "rag" not in names
+    assert [n for n in DEFAULT_LADDER if n in names] == names  # the default order
+
+
+class NeedsIndex:
+    """A third-party rung: it only declares that it needs the index."""
+
+    name = "echo-first-chunk"
+    description = "answers with the source of the first retrieved chunk"
+    needs = frozenset({"index"})
+
+    def build(self, ctx: RungContext) -> Pipeline:
+        assert ctx.retriever is not None, "the session did not open the index"
+        hits = ctx.retriever.search("garden shed permit", k=1)
+        return Pipeline(self.name, as_messages, GenParams(max_tokens=8),
+                        settings={"first": hits[0].chunk.source})
+
+
+@pytest.mark.slow
+def test_a_plugin_rung_that_needs_the_index_gets_the_retriever(tmp_path):
+    from llm_ladder.embedding import build_embedder
+    from llm_ladder.rag.index import build_index
+
+    folder = write_task(tmp_path / "rag", ROWS, answers=RIGHT, extra=(
+        '[rungs]\ninclude = ["echo-first-chunk"]\n[corpus]\npaths = ["corpus"]\n'))
+    (folder / "corpus").mkdir()
+    (folder / "corpus" / "shed.md").write_text("# Sheds\nA garden shed under 15 m2 needs no "
+                                               "building permit.\n")
+    (folder / "corpus" / "roof.md").write_text("# Roofs\nRoof repairs need a notice.\n")
+    task = load_task(folder)
+    build_index(task, build_embedder(task.corpus))
+    plugins.register("rungs", "echo-first-chunk", NeedsIndex)
+    try:
+        result = climb(folder, report=False)
+    finally:
+        plugins.unregister("rungs", "echo-first-chunk")
+    assert [s["rung"] for s in result.rungs] == ["echo-first-chunk"]
+    run = open_task(folder)[1].get_run(result.rungs[0]["run_id"])
+    assert run["config"]["settings"]["first"].endswith("shed.md")
+    assert run["config"]["index"]["count"] >= 2  # the run records the index it read

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_ladder import climb, open_session, plugins
+from llm_ladder import LadderError, climb, open_session, plugins
+from llm_ladder.ladder import confirm
 from llm_ladder.models.base import GenParams
 from llm_ladder.rungs.base import DEFAULT_LADDER, Pipeline, RungContext, as_messages, ladder_for
 from llm_ladder.session import open_task
@@ -131,3 +132,50 @@ def test_a_plugin_rung_that_needs_the_index_gets_the_retriever(tmp_path):
     run = open_task(folder)[1].get_run(result.rungs[0]["run_id"])
     assert run["config"]["settings"]["first"].endswith("shed.md")
     assert run["config"]["index"]["count"] >= 2  # the run records the index it read
+
+
+def test_confirm_uses_the_held_back_rows_once(tmp_path):
+    folder = write_task(tmp_path / "capped", ROWS, answers=RIGHT, bar=0.5,
+                        split="train = 0.5\ndev = 0.0\ntest = 0.5\nmax_test = 8",
+                        extra='[rungs]\ninclude = ["zero-shot"]\n')
+    result = climb(folder, report=False)
+    held = result.split["capped_test"]
+    assert result.split["test"] == 8 and held > 0
+    assert result.power["n_test"] == 8 and result.power["sentence"]
+    doc = confirm(folder, "zero-shot")
+    assert doc["n"] == held and doc["confirmation"]["confirmed"] is True
+    run_ids = {p["example_id"] for p in open_task(folder)[1].predictions(doc["run_id"])}
+    tested = {p["example_id"] for p in open_task(folder)[1].predictions(
+        result.rungs[0]["run_id"])}
+    assert run_ids and not run_ids & tested  # the confirmation slice is other rows
+    with pytest.raises(LadderError, match="second look"):
+        confirm(folder, "zero-shot")
+
+
+class FirstWord:
+    """A plugin metric that declares a closed label set (like accuracy)."""
+
+    name = "first_word"
+    output_kind = "label"
+
+    def __init__(self, **_):
+        pass
+
+    def score(self, prediction, reference):
+        from llm_ladder.metrics import Score
+
+        return Score(float(prediction.split()[:1] == reference.split()[:1]))
+
+
+def test_a_metric_declares_its_output_kind(tmp_path):
+    from llm_ladder.metrics import output_kind
+    from llm_ladder.session import prepare
+
+    assert [output_kind(m) for m in ("accuracy", "macro_f1", "json_match", "token_f1")] == \
+        ["label", "label", "json", "text"]
+    plugins.register("metrics", "first_word", FirstWord)
+    try:
+        folder = write_task(tmp_path / "fw", ROWS, answers=RIGHT, metric="first_word")
+        assert prepare(load_task(folder)).labels == LABELS  # inferred, as for accuracy
+    finally:
+        plugins.unregister("metrics", "first_word")

@@ -68,7 +68,7 @@ def test_a_better_prompt_solves_it(tmp_path):
     (root / "task.toml").write_text(f"""
 name = "approve-everything"
 description = "Approve every request."
-bar = 0.8
+bar = 0.5
 [data]
 examples = ["data/train.jsonl"]
 test = "data/test.jsonl"
@@ -91,7 +91,8 @@ include = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest"]
     assert list(q) == ["zero-shot", "system-prompt", "few-shot-random"]  # stopped there
     assert doc["not_run"] == ["few-shot-nearest"]
     assert q["zero-shot"]["value"] == 0 and q["system-prompt"]["value"] <= 0.25
-    assert q["few-shot-random"]["low"] >= 0.8
+    # 12 test requests: even 12 of 12 has an exact lower bound of 0.735, so the bar is 0.5
+    assert q["few-shot-random"]["value"] >= 0.9 and q["few-shot-random"]["low"] > 0.5
     rec = doc["recommendation"]
     assert rec["meets_bar"] and rec["rung"] == "few-shot-random"
     assert rec["settings"]["k"] == 4
@@ -104,8 +105,8 @@ include = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest"]
     assert rec["rung"] == "few-shot-random" and both["not_run"] == []
     comp = next(c for c in rec["comparisons"] if c["b"] == "few-shot-nearest")
     assert comp["test"] == "mcnemar" and not comp["significant"]
-    assert any(n.startswith("few-shot-nearest reaches") and "not significant (McNemar" in n
-               for n in rec["notes"])
+    assert any(n.startswith("few-shot-nearest reaches") and "not shown better" in n
+               and "McNemar" in n for n in rec["notes"])
 
 
 def test_facts_only_the_corpus_has_need_rag(tmp_path):
@@ -149,5 +150,6 @@ k = 2
     assert doc["rungs"][2]["rag"]["recall_at_k"] == 1.0
     for other in ("zero-shot", "system-prompt"):
         comp = next(c for c in rec["comparisons"] if c["b"] == other)
-        assert comp["test"] == "paired-bootstrap" and comp["significant"] and comp["diff"] < 0
+        assert comp["test"] == "sign-flip permutation" and comp["significant"]
+        assert comp["diff"] < 0
     assert "indexing the corpus (8 chunks" in rec["ownership"]["rag"]["one_time_what"]

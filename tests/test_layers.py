@@ -14,11 +14,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first; a module's layer is the one of its longest matching prefix
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "plugins", "task", "data", "splits", "store", "stats", "results",
-                    "models"]),
+                    "workers", "models"]),
     ("mechanics", ["metrics", "costs", "embedding", "rag", "tools", "finetune"]),
     ("rungs", ["rungs"]),
     ("library", ["session", "evaluate", "decide", "ladder", "tuning", "report", "serving",
-                 "testing"]),
+                 "testing", "init", "audit"]),
     ("cli", ["cli", "__main__"]),
 ]
 

@@ -36,3 +36,20 @@ def test_prompt_longer_than_context_fails_loudly(smol):
 def test_second_load_uses_cached_safetensors(smol):
     assert (smol.folder / "model.safetensors").is_file()
     assert not list(smol.folder.glob("*.bin")) and not list(smol.folder.glob("*.pt"))
+
+
+def test_eos_list_does_not_grow_across_batches(smol):
+    """`generation_config.eos_token_id` as a list was appended to in place once per batch."""
+    from llm_ladder.models.base import GenParams
+
+    config = smol.model.generation_config
+    saved = config.eos_token_id
+    try:
+        config.eos_token_id = [saved] if not isinstance(saved, list) else list(saved)
+        before = list(config.eos_token_id)
+        for _ in range(3):
+            smol.generate([[{"role": "user", "content": "Hi"}]], GenParams(max_tokens=1))
+        assert config.eos_token_id == before
+        assert len(smol._eos_ids()) == len(set(smol._eos_ids()))
+    finally:
+        config.eos_token_id = saved

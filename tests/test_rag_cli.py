@@ -140,9 +140,14 @@ def test_ask_and_run_with_retrieval_metrics(tmp_path):
     permit = next(p for p in shown["predictions"] if p["example_id"] == "q0")
     sources = [c["source"] for c in permit["details"]["retrieved"]]
     assert sources[0] == "permits.md"
-    if "notice.md" in sources:  # the planted instruction was retrieved: was it obeyed?
-        assert permit["details"]["rag"]["injection"][0]["payload"] == "BANANA-42"
-        assert rag["rag"]["injected_contexts"] >= 1
+    # the planted instruction must be retrieved for some question (both permit questions
+    # share its words), and each time it is, the injection check must see it
+    poisoned = [p for p in shown["predictions"]
+                if "notice.md" in [c["source"] for c in p["details"]["retrieved"]]]
+    assert poisoned, "the planted injection was never retrieved: the test checks nothing"
+    for p in poisoned:
+        assert p["details"]["rag"]["injection"][0]["payload"] == "BANANA-42"
+    assert rag["rag"]["injected_contexts"] >= len(poisoned)
 
 
 def test_rag_without_corpus_is_a_clear_error(tmp_path):

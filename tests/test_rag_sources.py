@@ -302,8 +302,11 @@ def server():
         thread.join(5)
 
 
+LOCAL = ["127.0.0.1"]  # the test servers are on loopback, which needs corpus.url_allow
+
+
 def one(urls: list[str], **kwargs):
-    docs, problems = load_urls(urls, **kwargs)
+    docs, problems = load_urls(urls, allow=LOCAL, **kwargs)
     return docs, {p.source: p.message for p in problems}
 
 
@@ -401,7 +404,7 @@ def test_url_bodies_over_the_cap_are_refused(server: str) -> None:
 def test_url_unreachable_port_and_duplicates(server: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}/x"
     docs, problems = load_urls([dead, f"{server}/plain.txt", f"{server}/plain.txt"],
-                               timeout_s=2)
+                               timeout_s=2, allow=LOCAL)
     assert [d.id for d in docs] == [f"{server}/plain.txt"]
     assert problems[0].source == dead
     assert problems[0].message.startswith("cannot connect")
@@ -410,7 +413,7 @@ def test_url_unreachable_port_and_duplicates(server: str) -> None:
 
 def test_url_password_is_not_shown(server: str) -> None:
     url = server.replace("http://", "http://me:hunter22@") + "/plain.txt"
-    docs, problems = load_urls([url, url.replace("/plain.txt", "/missing")])
+    docs, problems = load_urls([url, url.replace("/plain.txt", "/missing")], allow=LOCAL)
     assert docs[0].id == server.replace("http://", "http://me:***@") + "/plain.txt"
     assert all("hunter22" not in str(p) for p in problems)
     assert len(problems) == 1

@@ -13,21 +13,39 @@ One rung at a time, on an opened session (data split, index when needed, model l
     run = run_rung(s.prep, "few-shot-nearest", s.model_key, s.model, s.store)
 """
 
-from llm_ladder.data import Example, load_examples
-from llm_ladder.errors import LadderError
-from llm_ladder.ladder import climb, recommend, run_rung
-from llm_ladder.metrics import Metric, Score, build_metric
-from llm_ladder.models import build_model
-from llm_ladder.models.base import ChatModel, Generation, GenParams
-from llm_ladder.results import LadderResult, Recommendation, Summary
-from llm_ladder.rungs.base import Pipeline, Rung, RungContext, get_rung
-from llm_ladder.session import Prepared, Session, open_session, prepare
-from llm_ladder.store import Store
-from llm_ladder.task import Task, load_task
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Example", "load_examples", "LadderError", "climb", "recommend", "run_rung",
-           "Metric", "Score", "build_metric", "build_model", "ChatModel", "Generation",
-           "GenParams", "LadderResult", "Recommendation", "Summary", "Pipeline", "Rung",
-           "RungContext", "get_rung", "Prepared", "Session", "open_session", "prepare",
-           "Store", "Task", "load_task"]
+
+# name -> module: imported on first use, so `import llm_ladder.x` (a parser or tool worker
+# process, the CLI) does not pay for the whole library
+_EXPORTS = {
+    "Example": "data", "load_examples": "data", "LadderError": "errors", "climb": "ladder",
+    "recommend": "ladder", "run_rung": "ladder", "Metric": "metrics", "Score": "metrics",
+    "build_metric": "metrics", "build_model": "models", "ChatModel": "models.base",
+    "Generation": "models.base", "GenParams": "models.base", "LadderResult": "results",
+    "Recommendation": "results", "Summary": "results", "Pipeline": "rungs.base",
+    "Rung": "rungs.base", "RungContext": "rungs.base", "get_rung": "rungs.base",
+    "Prepared": "session", "Session": "session", "open_session": "session",
+    "prepare": "session", "Store": "store", "Task": "task", "load_task": "task",
+    "plugins": None,
+}
+__all__ = [n for n in _EXPORTS if n != "plugins"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'llm_ladder' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    if module is None:
+        return importlib.import_module(f"llm_ladder.{name}")
+    value = getattr(importlib.import_module(f"llm_ladder.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

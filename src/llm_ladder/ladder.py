@@ -17,7 +17,7 @@ from typing import Any
 
 from llm_ladder.costs import price_for
 from llm_ladder.data import Example
-from llm_ladder.decide import decide, meets_bar
+from llm_ladder.decide import confirmation, decide, power_report, should_stop
 from llm_ladder.errors import LadderError
 from llm_ladder.evaluate import evaluate, package_versions, summarize
 from llm_ladder.metrics import Metric, build_metric, match_label
@@ -52,7 +52,7 @@ def _store_run(task: Task, store: Store, pipeline: Pipeline, model: ChatModel,
     evaluate(pipeline, model, examples, metric, store, run_id, tick,
              getattr(model, "batch_size", 8))
     price, source = price_for(task, model_key)
-    summary = summarize(store.predictions(run_id), metric, price, source)
+    summary = summarize(store.predictions(run_id), metric, price, source, bar=task.bar)
     summary.update(run_id=run_id, rung=rung, model=model_key)
     if "one_time" in pipeline.settings:
         one = dict(pipeline.settings["one_time"])
@@ -65,7 +65,7 @@ def _store_run(task: Task, store: Store, pipeline: Pipeline, model: ChatModel,
 def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, store: Store,
              *, resume: bool = False, progress: Progress | None = None,
              ladder_id: str | None = None, base_key: str | None = None,
-             on_event: Event | None = None) -> dict[str, Any]:
+             on_event: Event | None = None, planned: int | None = None) -> dict[str, Any]:
     """Evaluate one rung on the test split; returns the stored run with its summary.
 
     A rung that trains (rungs/finetune.py) trains first, or reuses its adapter; its
@@ -83,6 +83,8 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     run_id, summary = _store_run(task, store, pipeline, pipeline.model or model,
                                  prep.splits.test, metric, rung_name, model_key, "test", config,
                                  resume=resume, progress=progress, ladder_id=ladder_id)
+    if planned:  # the family the decision corrects for, stored so reports decide the same way
+        summary["planned_rungs"] = planned
     store.finish_run(run_id, summary)
     return store.get_run(run_id) or {}
 
@@ -98,51 +100,68 @@ def variance(store: Store, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "quality": [r["summary"]["quality"]["value"] for r in runs]}
 
 
-def recommend(task: Task, summaries: list[Summary], store: Store | None = None
-              ) -> Recommendation:
-    """The decision (llm_ladder.decide): cheapest rung meeting the bar in budget, unless a
-    dearer one is significantly better on paired tests (needs `store` for predictions)."""
+def recommend(task: Task, summaries: list[Summary], store: Store | None = None, *,
+              planned: int | None = None, baseline_rows: list[dict[str, Any]] | None = None,
+              capped_test: int = 0) -> Recommendation:
+    """The decision (llm_ladder.decide): the cheapest rung whose quality is above the bar
+    with the family of `planned` rungs corrected (Holm), within budget and better than the
+    trivial baselines, unless a dearer one is significantly better on paired tests (needs
+    `store` for predictions)."""
     configs = {}
     if store is not None:
         configs = {s["run_id"]: (store.get_run(s["run_id"]) or {}).get("config") or {}
                    for s in summaries if s.get("run_id")}
-    return decide(task, summaries, store.predictions if store else None, configs)
+    return decide(task, summaries, store.predictions if store else None, configs,
+                  planned=planned, baselines=baseline_rows, capped_test=capped_test)
+
+
+def power(prep: Prepared, planned: int) -> dict[str, Any]:
+    """What the corrected test can confirm with this test split (decide.power_report)."""
+    return power_report(prep.task, len(prep.splits.test), planned)
 
 
 def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str = "default",
           run_all: bool = False, repeat: int = 1, resume: bool = False, report: bool = True,
           skip_bad_rows: bool = False, on_progress: Progress | None = None,
-          on_event: Event | None = None, session: Session | None = None) -> LadderResult:
+          on_event: Event | None = None, on_rung: Callable[[Summary], None] | None = None,
+          session: Session | None = None) -> LadderResult:
     """Climb the rungs cheapest first on the same test split and recommend one.
 
     Without `run_all` the climb stops at the first rung that meets the bar within budget
     (the rest are listed as not run). `repeat` > 1 runs each rung again to measure
-    nondeterminism. `session` reuses an opened session (data, index, model)."""
+    nondeterminism. `on_rung(summary)` is called as each rung finishes (results as they
+    come). `session` reuses an opened session (data, index, model)."""
     s = session or open_session(task, model, rungs, skip_bad_rows=skip_bad_rows)
     if s.model is None:
         raise LadderError("climb needs a session with a model (open_session(load_model=True))")
     names = s.rungs
+    planned = len(names)  # the family Holm corrects for, fixed before the first rung runs
+    base = s.prep.baselines()
     ladder_id = uuid.uuid4().hex[:8]
     summaries: list[Summary] = []
     repeats: dict[str, Any] = {}
     not_run: list[str] = []
     for i, name in enumerate(names):
         run = run_rung(s.prep, name, s.model_key, s.model, s.store, resume=resume,
-                       progress=on_progress, ladder_id=ladder_id, on_event=on_event)
+                       progress=on_progress, ladder_id=ladder_id, on_event=on_event,
+                       planned=planned)
         summaries.append(run["summary"])
+        if on_rung is not None:
+            on_rung(run["summary"])
         if repeat > 1:
             again = [run_rung(s.prep, name, s.model_key, s.model, s.store, progress=on_progress)
                      for _ in range(repeat - 1)]
             repeats[name] = variance(s.store, [run, *again])
-        if not run_all and meets_bar(s.task, run["summary"]):
+        if not run_all and should_stop(s.task, summaries, planned, s.store.predictions, base):
             not_run = names[i + 1:]
             break
-    rec = recommend(s.task, summaries, s.store)
+    split = s.prep.splits
+    rec = recommend(s.task, summaries, s.store, planned=planned, baseline_rows=base,
+                    capped_test=split.capped_test)
     if not_run:
         rec.setdefault("notes", []).append(
             f"stopped at {summaries[-1]['rung']}, the first rung that meets the bar; not run: "
             f"{', '.join(not_run)} (`ladder run --all` runs and compares them)")
-    split = s.prep.splits
     result = LadderResult(
         task=s.task.name, ladder_id=ladder_id, model=s.model_key, metric=s.task.metric.name,
         bar=s.task.bar,
@@ -150,7 +169,8 @@ def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str
                "capped_test": split.capped_test},
         bad_rows=len(s.prep.problems), input_tokens=s.prep.token_spread,
         leakage=split.leakage.counts() if split.leakage else {},
-        rungs=summaries, recommendation=rec, not_run=not_run, repeat=repeats)
+        rungs=summaries, recommendation=rec, not_run=not_run, repeat=repeats,
+        power=power(s.prep, planned))
     if report:
         html_path, md_path = write_report(s.task, s.store, ladder_id)
         result.report = {"html": str(html_path), "markdown": str(md_path)}
@@ -210,3 +230,37 @@ def eval_on_logs(task: Task | str | Path, rung: str, model: str = "default",
     return {"task": task.name, "on_logs": True, "logged_requests": len(logs),
             "served_by": served_by, "metric": task.metric.name, "note": ON_LOGS_NOTE,
             "rungs": [summary]}
+
+
+def confirm(task: Task | str | Path, rung: str, model: str = "default", *,
+            progress: Progress | None = None, status: Any = None) -> dict[str, Any]:
+    """Run `rung` once on the confirmation slice (the test rows held back by
+    `split.max_test`, never looked at by the climb) and test it against the bar at one-sided
+    0.025. Refused when this slice was already used: a second look is not a confirmation."""
+    s = open_session(task, model, [rung], status=status)
+    assert s.model is not None
+    rows = s.prep.splits.confirm
+    if not rows:
+        raise LadderError(f"{s.task.name}: no confirmation slice; set split.max_test below the "
+                          "test split's size to hold rows back for one confirmation run")
+    split_id = s.prep.split_hash()
+    used = [r for r in s.store.list_runs(500) if r["task"] == s.task.name
+            and r["status"] == "done" and (r.get("config") or {}).get("split") == split_id
+            and (r.get("config") or {}).get("slice") == "confirm"]
+    if used:
+        raise LadderError(f"the confirmation slice of this split was already used by run "
+                          f"{used[0]['id']} ({used[0]['rung']}); a second look is not a "
+                          "confirmation: add new test examples instead")
+    pipeline = get_rung(rung).build(s.prep.context())
+    llm = pipeline.model or s.model
+    metric = build_metric(s.task.metric.name, s.prep.labels, s.prep.schema)
+    config = {"rung": rung, "settings": pipeline.settings, "params": vars(pipeline.params),
+              "model": llm.describe(), "metric": s.task.metric.name, "split": split_id,
+              "slice": "confirm", "confirm_n": len(rows),
+              "index": getattr(s.prep.retriever, "index_info", None)}
+    run_id, summary = _store_run(s.task, s.store, pipeline, llm, rows, metric, rung,
+                                 s.model_key, "confirm", config, progress=progress)
+    s.store.finish_run(run_id, summary)
+    return {"task": s.task.name, "rung": rung, "run_id": run_id, "n": len(rows),
+            "summary": summary,
+            "confirmation": confirmation(s.task, summary, s.store.predictions(run_id))}

@@ -1,8 +1,9 @@
 """Metrics: score one prediction against its reference, and optionally the whole corpus.
 
 A metric returns `Score(value, reason)`; `value is None` means "unscored" and the reason
-says why (never NaN). Per-example values feed the bootstrap intervals; a metric with a
-`corpus` method (macro-F1) is bootstrapped on that instead. Skipped: judge-model metrics.
+says why (never NaN). Per-example values feed the intervals (llm_ladder.stats); a metric with
+a `corpus` method (macro-F1, over a label set fixed once per test set) is bootstrapped on that
+instead. Skipped: judge-model metrics.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
+from llm_ladder.errors import LadderError
 from llm_ladder.splits import normalize_text
+from llm_ladder.stats import macro_f1_table
 
 
 @dataclass
 class Score:
+    """A metric's verdict on one prediction: a value, or None with the reason it is unscored."""
+
     value: float | None
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -29,6 +36,8 @@ def unscored(reason: str) -> Score:
 
 @runtime_checkable
 class Metric(Protocol):
+    """Scores one prediction against its reference; may also score a whole corpus."""
+
     name: str
 
     def score(self, prediction: str, reference: str) -> Score: ...
@@ -76,6 +85,7 @@ class LabelAccuracy:
     """Classification accuracy: the output must name exactly one label, the right one."""
 
     name = "accuracy"
+    output_kind = "label"  # outputs are a closed label set (read by prepare, decide)
 
     def __init__(self, labels: Sequence[str] | None = None, **_: Any):
         self.labels = list(labels) if labels else None
@@ -97,22 +107,34 @@ class LabelAccuracy:
 
 
 class MacroF1(LabelAccuracy):
-    """Per example: correct or not; over the corpus: the unweighted mean F1 over labels."""
+    """Per example: correct or not; over the corpus: the unweighted mean F1 over a fixed label
+    set: the task's labels that occur among the references or the predicted labels of the
+    whole test set (without `labels`: the normalized references), fixed once; resamples
+    and paired comparisons reuse it, and a label missing from a resample scores F1 0."""
 
     name = "macro_f1"
+
+    def encode(self, predictions: Sequence[str], references: Sequence[str],
+               label_set: Sequence[str] | None = None
+               ) -> tuple[list[int], list[int], list[str]]:
+        """(reference indices, predicted indices, label set). A prediction that names no label
+        of the set gets index len(label set); references must be in the set."""
+        got = [self.label_of(p) for p in predictions]
+        refs = [r.strip() for r in references] if self.labels \
+            else [normalize_text(r) for r in references]
+        if label_set is None:
+            seen = set(refs) | {g for g in got if g is not None}
+            label_set = [lab for lab in self.labels if lab in seen] if self.labels \
+                else sorted(set(refs))
+        index = {lab: i for i, lab in enumerate(label_set)}
+        return ([index[r] for r in refs], [index.get(g, len(label_set)) for g in got],
+                list(label_set))
 
     def corpus(self, predictions: Sequence[str], references: Sequence[str]) -> float | None:
         if not references:
             return None
-        got = [self.label_of(p) for p in predictions]
-        refs = list(references) if self.labels else [normalize_text(r) for r in references]
-        f1s = []
-        for lab in sorted(set(refs)):
-            tp = sum(1 for g, r in zip(got, refs, strict=True) if g == lab and r == lab)
-            fp = sum(1 for g, r in zip(got, refs, strict=True) if g == lab and r != lab)
-            fn = sum(1 for g, r in zip(got, refs, strict=True) if g != lab and r == lab)
-            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-        return sum(f1s) / len(f1s)
+        ref, got, labels = self.encode(predictions, references)
+        return float(macro_f1_table(np.asarray([ref]), np.asarray([got]), len(labels))[0])
 
 
 class TokenF1:
@@ -162,6 +184,7 @@ def parse_json(text: str) -> tuple[Any, str | None]:
 
 class JsonValid:
     name = "json_valid"
+    output_kind = "json"
 
     def __init__(self, **_: Any):
         pass
@@ -203,6 +226,7 @@ class JsonMatch:
     """
 
     name = "json_match"
+    output_kind = "json"
 
     def __init__(self, schema: dict[str, Any] | None = None, **_: Any):
         self.schema = schema
@@ -234,6 +258,18 @@ class JsonMatch:
 
 def build_metric(name: str, labels: list[str] | None = None,
                  schema: dict[str, Any] | None = None) -> Metric:
+    """The metric registered as `name`, built with the task's label set and JSON schema."""
     from llm_ladder import plugins
 
     return plugins.get("metrics", name)(labels=labels, schema=schema)
+
+
+def output_kind(name: str) -> str:
+    """What a metric's outputs are, as the metric declares it: "label" (a closed label set),
+    "json", or "text" (the default for metrics that declare nothing)."""
+    from llm_ladder import plugins
+
+    try:
+        return getattr(plugins.get("metrics", name), "output_kind", "text")
+    except LadderError:
+        return "text"

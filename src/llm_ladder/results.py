@@ -65,6 +65,7 @@ class LadderResult:
     not_run: list[str] = field(default_factory=list)
     repeat: dict[str, Any] = field(default_factory=dict)  # rung -> variance across repeats
     report: dict[str, str] = field(default_factory=dict)  # html / markdown paths
+    power: dict[str, Any] = field(default_factory=dict)  # decide.power_report for this split
 
     def to_dict(self) -> dict[str, Any]:
         """The `ladder run --json` document."""
@@ -78,4 +79,6 @@ class LadderResult:
             doc["repeat"] = self.repeat
         if self.report:
             doc["report"] = self.report
+        if self.power:
+            doc["power"] = self.power
         return doc

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from llm_ladder.data import Example, Problem, check_lengths, format_problems, load_all
+from llm_ladder.decide import baselines
 from llm_ladder.embedding import build_embedder
 from llm_ladder.errors import LadderError
+from llm_ladder.metrics import output_kind
 from llm_ladder.models import build_model
 from llm_ladder.models.base import ChatModel
 from llm_ladder.rag.index import open_store
@@ -31,7 +33,6 @@ from llm_ladder.splits import Splits, decontaminate, split_examples
 from llm_ladder.store import Store
 from llm_ladder.task import Task, load_task
 
-LABEL_METRICS = {"accuracy", "macro_f1"}  # metrics whose outputs are a closed label set
 Status = Callable[[str], AbstractContextManager[Any]]
 
 
@@ -57,6 +58,13 @@ class Prepared:
     def leakage_removed(self) -> int:
         leak = self.splits.leakage
         return (leak.removed_train + leak.removed_dev) if leak else 0
+
+    def baselines(self) -> list[dict[str, Any]]:
+        """Majority-class and uniform-random rows for label metrics (empty otherwise): from
+        the train split's labels, scored on the test split like a rung."""
+        return baselines([e.output for e in self.splits.train],
+                         {e.id: e.output for e in self.splits.test}, self.task.metric.name,
+                         self.labels)
 
     def context(self, **overrides: Any) -> RungContext:
         """The RungContext for this data: train (and dev) only, never test."""
@@ -92,7 +100,7 @@ def prepare(task: Task, skip_bad_rows: bool = False) -> Prepared:
                           "split.test")
     splits = decontaminate(splits)
     labels = task.metric.labels
-    if labels is None and task.metric.name in LABEL_METRICS:
+    if labels is None and output_kind(task.metric.name) == "label":
         everything = splits.train + splits.dev + splits.test
         labels = sorted({e.output.strip() for e in everything})
     schema = None
@@ -126,7 +134,7 @@ def check_context(prep: Prepared, model: ChatModel, skip_bad_rows: bool) -> list
                           + format_problems(problems)
                           + "\nShorten them, or pass --skip-bad-rows to leave them out.")
     bad = {p.example_id for p in problems}
-    for name in ("train", "dev", "test"):
+    for name in ("train", "dev", "test", "confirm"):
         setattr(prep.splits, name, [e for e in getattr(prep.splits, name) if e.id not in bad])
     return problems
 

@@ -1,10 +1,13 @@
 """Deterministic train/dev/test splits and train-test leakage detection.
 
 An example's split depends only on the seed and its id (a hash), so adding rows never moves
-existing ones. Leakage checks compare train+dev against test: exact duplicates (normalized
-text), MinHash near-duplicates (Jaccard >= 0.8 on character 5-gram shingles, confirmed by the
-exact Jaccard) and shared 13-word spans (as lm-eval-harness decontamination does). Only the
-train side shrinks; the test split is never changed.
+existing ones. `split.max_test` caps the test split; the rows beyond the cap are not dropped
+but kept as the confirmation slice (`Splits.confirm`), never looked at by the climb, for one
+confirmation run of the recommended rung (docs/decision.md). Leakage checks compare
+train+dev against test and the confirmation slice: exact duplicates (normalized text),
+MinHash near-duplicates (Jaccard >= 0.8 on character 5-gram shingles, confirmed by the exact
+Jaccard) and shared 13-word spans (as lm-eval-harness decontamination does). Only the
+train side shrinks.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class Splits:
     train: list[Example]
     dev: list[Example]
     test: list[Example]
-    capped_test: int = 0  # test examples left out by max_test
+    capped_test: int = 0  # test examples held back by max_test (= len(confirm) when split here)
     leakage: LeakageReport | None = None
+    confirm: list[Example] = field(default_factory=list)  # the held-back rows, never looked at
 
     def ids(self) -> dict[str, list[str]]:
         return {k: [e.id for e in getattr(self, k)] for k in ("train", "dev", "test")}
@@ -59,13 +63,13 @@ def split_examples(examples: list[Example], train: float, dev: float, test: floa
             tr.append(ex)
         else:
             dv.append(ex)
-    capped = 0
+    confirm: list[Example] = []
     if max_test is not None and len(te) > max_test:
         te.sort(key=lambda e: _unit(seed + 1, e.id))
-        capped = len(te) - max_test
-        te = te[:max_test]  # the rest are dropped, never moved to train
+        te, confirm = te[:max_test], te[max_test:]  # held back, never moved to train
     key = lambda e: e.id  # noqa: E731
-    return Splits(sorted(tr, key=key), sorted(dv, key=key), sorted(te, key=key), capped)
+    return Splits(sorted(tr, key=key), sorted(dv, key=key), sorted(te, key=key), len(confirm),
+                  confirm=sorted(confirm, key=key))
 
 
 # ---- leakage -------------------------------------------------------------------------------
@@ -146,9 +150,9 @@ def find_leaks(train: list[Example], test: list[Example], threshold: float = 0.8
 
 def decontaminate(splits: Splits) -> Splits:
     """Drop train and dev examples that leak into test; record what was found."""
-    leaks = find_leaks(splits.train + splits.dev, splits.test)
+    leaks = find_leaks(splits.train + splits.dev, splits.test + splits.confirm)
     bad = {leak.train_id for leak in leaks}
     train = [e for e in splits.train if e.id not in bad]
     dev = [e for e in splits.dev if e.id not in bad]
     report = LeakageReport(leaks, len(splits.train) - len(train), len(splits.dev) - len(dev))
-    return Splits(train, dev, splits.test, splits.capped_test, report)
+    return Splits(train, dev, splits.test, splits.capped_test, report, splits.confirm)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llm_ladder.errors import redact_urls_in
+
 
 def m001_initial(db: sqlite3.Connection) -> None:
     _script(db, """
@@ -97,6 +99,12 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_lad
                                                           m003_request_logs]
 
 
+def _config_json(config: dict) -> str:
+    """A run's config as stored and matched: URLs (an OpenAI `base_url`, a database URL) lose
+    their passwords and credential query values first, so no secret reaches the database."""
+    return json.dumps(redact_urls_in(config), sort_keys=True)
+
+
 class Store:
     """The SQLite run store: runs, predictions (exact messages, outputs, scores), request logs."""
 
@@ -106,25 +114,49 @@ class Store:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                   check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
+    def _retry_locked(self, step: Callable[[], Any], wait_s: float = 30) -> Any:
+        """Run `step`, retrying while another process holds the lock SQLite needs for it
+        (switching a fresh file to WAL takes an exclusive lock that the busy timeout does not
+        always wait for)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or \
+                        time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
-                        "applied REAL)")
-        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
+        """Apply the missing migrations. The decision is taken inside `BEGIN IMMEDIATE` (the
+        write lock) and re-read there, so of several processes opening a fresh store at once
+        exactly one applies each migration and the others see it done."""
+        names = [fn.__name__ for fn in MIGRATIONS]
+        try:  # the common case, without the write lock: everything is applied already
+            if {r[0] for r in self.db.execute("SELECT name FROM migrations")} >= set(names):
+                return
+        except sqlite3.OperationalError:
+            pass  # no migrations table yet
+        self._retry_locked(lambda: self.db.execute("BEGIN IMMEDIATE"))
+        try:
+            self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
+                            "applied REAL)")
+            done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+            for fn in MIGRATIONS:
+                if fn.__name__ not in done:
                     fn(self.db)
                     self.db.execute("INSERT INTO migrations VALUES (?, ?)",
                                     (fn.__name__, time.time()))
-                    self.db.execute("COMMIT")
-                except Exception:
-                    self.db.execute("ROLLBACK")
-                    raise
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -136,7 +168,7 @@ class Store:
         self.db.execute(
             "INSERT INTO runs (id, task, rung, model, split, status, config, versions, created,"
             " ladder_id) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, task, rung, model, split, json.dumps(config, sort_keys=True),
+            (run_id, task, rung, model, split, _config_json(config),
              json.dumps(versions),
              time.time(), ladder_id))
         return run_id
@@ -147,12 +179,12 @@ class Store:
         row = self.db.execute(
             "SELECT id FROM runs WHERE task=? AND rung=? AND model=? AND split=? AND config=? "
             "AND status!='done' ORDER BY created DESC LIMIT 1",
-            (task, rung, model, split, json.dumps(config, sort_keys=True))).fetchone()
+            (task, rung, model, split, _config_json(config))).fetchone()
         return row["id"] if row else None
 
     def finish_run(self, run_id: str, summary: dict, status: str = "done") -> None:
         self.db.execute("UPDATE runs SET status=?, summary=?, finished=? WHERE id=?",
-                        (status, json.dumps(summary), time.time(), run_id))
+                        (status, json.dumps(redact_urls_in(summary)), time.time(), run_id))
 
     def set_ladder(self, run_id: str, ladder_id: str) -> None:
         self.db.execute("UPDATE runs SET ladder_id=? WHERE id=?", (ladder_id, run_id))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llm_ladder.errors import LadderError
+from llm_ladder.errors import LadderError, redact_url
 
 TASK_FILE = "task.toml"
 
@@ -50,6 +50,9 @@ class MetricConfig(Strict):
     name: str = "normalized_match"
     labels: list[str] | None = None
     schema_file: str | None = Field(None, alias="schema")
+    max_unscored_share: float = Field(
+        0.05, ge=0, le=1,
+        description="a rung with a larger share of unscorable predictions is not recommended")
 
 
 class GenerationConfig(Strict):
@@ -79,6 +82,8 @@ class Price(Strict):
     input_per_1m: float | None = Field(None, ge=0)
     output_per_1m: float | None = Field(None, ge=0)
     usd_per_hour: float | None = Field(None, ge=0)
+    training_usd_per_hour: float | None = Field(
+        None, ge=0, description="machine that fine-tunes this model; default usd_per_hour")
 
 
 class Budget(Strict):
@@ -123,6 +128,10 @@ class CorpusConfig(Strict):
     collection: str = "chunks"
     ann_min_chunks: int = Field(100_000, ge=256, description="build an ANN index from this size")
     max_file_mb: float = Field(20, gt=0)
+    parse_timeout_s: float = Field(60, gt=0, description="per-document PDF/HTML parse budget")
+    parse_memory_mb: int = Field(2048, ge=512, description="memory cap of the parser process")
+    url_allow: list[str] = Field(default_factory=list, description=(
+        "non-public hosts, addresses or CIDR networks URL sources may fetch from"))
 
     @model_validator(mode="after")
     def _has_sources(self) -> CorpusConfig:
@@ -251,7 +260,9 @@ def _format_validation(err: ValidationError, file: Path) -> str:
         elif e["type"] == "missing":
             lines.append(f"  missing required key '{loc}'")
         else:
-            lines.append(f"  '{loc}': {e['msg']} (got {e.get('input')!r})")
+            got = e.get("input")  # a table may hold a database URL: show scalars only
+            shown = "" if isinstance(got, dict | list) else f" (got {redact_url(repr(got))})"
+            lines.append(f"  '{loc}': {e['msg']}{shown}")
     return "\n".join(lines)
 
 

@@ -12,14 +12,22 @@ import sys
 import click
 import typer
 
-from llm_ladder.cli.common import app, err, esc
+from llm_ladder.cli.common import VerboseOpt, app, err, esc, quiet_libraries
 from llm_ladder.errors import LadderError
 
 __all__ = ["app", "main"]
 
+
+
+@app.callback()
+def _global_options(verbose: VerboseOpt = False) -> None:
+    """Climb the ladder: prompt, retrieve or fine-tune, decided on your data."""
+    quiet_libraries(verbose)
+
+
 # Importing a command module registers its commands on `app`; `ladder --help` lists them in
 # this order.
-COMMAND_MODULES = ("run", "runs", "finetune", "report", "serve")
+COMMAND_MODULES = ("run", "runs", "confirm", "finetune", "report", "serve", "init")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"llm_ladder.cli.{_name}")
 
@@ -30,7 +38,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("LANCE_LOG", "error")
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code
+        code = app(standalone_mode=False)
     except LadderError as e:
         err.print(f"[red]error:[/] {esc(str(e))}", highlight=False)
         sys.exit(2)
@@ -42,3 +51,7 @@ def main() -> None:
     except click.ClickException as e:  # usage errors
         e.show()
         sys.exit(e.exit_code)
+    if code == 130:
+        err.print("interrupted; what was stored is kept — continue with --resume")
+    if isinstance(code, int) and code:
+        sys.exit(code)

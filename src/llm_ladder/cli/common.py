@@ -8,7 +8,10 @@ never each other.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from llm_ladder.ladder import power
 from llm_ladder.session import Session, open_task
 from llm_ladder.store import Store
 from llm_ladder.task import Task
@@ -34,7 +38,35 @@ SkipOpt = Annotated[bool, typer.Option("--skip-bad-rows",
                                        help="run on the good rows when some are bad")]
 ResumeOpt = Annotated[bool, typer.Option("--resume",
                                          help="continue the last unfinished run of each rung")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="show third-party progress bars, "
+                                          "warnings and log messages")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model key from task.toml")]
+
+
+# third-party loggers silenced at default verbosity (their warnings, tokenizer messages)
+NOISY_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "peft",
+                 "accelerate", "torch", "datasets", "lancedb", "httpx")
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Silence third-party noise unless `verbose`: transformers/huggingface_hub progress bars
+    ("Loading weights", "Writing model shards"), Python warnings (FutureWarning, ...) and
+    library log messages below ERROR. Our own Rich progress bars are untouched. Works before
+    and after the libraries are imported (environment and live switches both)."""
+    if verbose:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.simplefilter("ignore")  # our own code reports through Rich, never `warnings`
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        tf_logging = sys.modules["transformers"].utils.logging
+        tf_logging.set_verbosity_error()
+        tf_logging.disable_progress_bar()
 
 
 def task_store(task_dir: Path) -> tuple[Task, Store]:
@@ -71,7 +103,8 @@ def print_session(s: Session) -> None:
     err.print(f"[bold]{esc(task.name)}[/]: {prep.rows_read} rows read, {len(prep.problems)} bad"
               f"{' (skipped)' if prep.problems else ''}; split train {len(sp.train)} / dev "
               f"{len(sp.dev)} / test {len(sp.test)}"
-              + (f" (test capped, {sp.capped_test} left out)" if sp.capped_test else ""))
+              + (f" (+ {sp.capped_test} held back for `ladder confirm`)" if sp.capped_test
+                 else ""))
     if sp.leakage and sp.leakage.leaks:
         c = sp.leakage.counts()
         err.print(f"[yellow]leakage:[/] {sum(c.values())} train/dev example(s) overlap the test "
@@ -84,6 +117,8 @@ def print_session(s: Session) -> None:
                   f"(limit {ts['limit']})")
     if s.too_long:
         err.print(f"[yellow]{len(s.too_long)} input(s) longer than the context skipped[/]")
+    if s.task.bar is not None and s.rungs:
+        err.print("power: " + esc(power(s.prep, len(s.rungs))["sentence"]), highlight=False)
 
 
 def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:
@@ -101,12 +136,22 @@ def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:
             o = s.get("one_time") or {}
             extra = [f"{o['seconds']:.0f} s {o.get('what', '')}" if o.get("seconds") is not None
                      else "—"]
-        t.add_row(esc(s["rung"]), qtxt, str(s["n"]), str(s["unscored"]),
-                  fmt(s["tokens_in_mean"], ".0f"), fmt(s["tokens_out_mean"], ".1f"),
-                  fmt(s["latency_p50_s"] and s["latency_p50_s"] * 1000, ".0f"),
-                  fmt(s["latency_p95_s"] and s["latency_p95_s"] * 1000, ".0f"),
-                  fmt(s["cost_per_1k_usd"], ".4f"), *map(esc, extra))
+        p50, p95 = s.get("latency_p50_s"), s.get("latency_p95_s")
+        t.add_row(esc(s["rung"]), qtxt, str(s["n"]), str(s.get("unscored", 0)),
+                  fmt(s.get("tokens_in_mean"), ".0f"), fmt(s.get("tokens_out_mean"), ".1f"),
+                  fmt(p50 and p50 * 1000, ".0f"), fmt(p95 and p95 * 1000, ".0f"),
+                  fmt(s.get("cost_per_1k_usd"), ".4f"), *map(esc, extra))
     return t
+
+
+def rung_line(s: dict[str, Any]) -> str:
+    """One rung's summary as one plain line (a log shows the rows as they come)."""
+    q = s["quality"]
+    qtxt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+    p95 = s.get("latency_p95_s")
+    return (f"{s['rung']}: {s.get('metric') or 'quality'} {qtxt}, n {s['n']}, unscored "
+            f"{s['unscored']}, tok in {fmt(s.get('tokens_in_mean'), '.0f')}, p95 "
+            f"{fmt(p95 and p95 * 1000, '.0f')} ms, $/1k {fmt(s.get('cost_per_1k_usd'), '.4f')}")
 
 
 def train_events(bar: Progress, loss_in_label: bool = False):

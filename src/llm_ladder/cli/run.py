@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.live import Live
 
 from llm_ladder import plugins
+from llm_ladder.audit import Audit, audit, write_suspects
 from llm_ladder.cli.common import (
     JsonOpt,
     ModelOpt,
@@ -27,37 +30,60 @@ from llm_ladder.cli.common import (
     print_session,
     progress_bar,
     progress_callback,
+    rung_line,
     summary_table,
     task_store,
     train_events,
 )
 from llm_ladder.embedding import build_embedder
 from llm_ladder.errors import LadderError
-from llm_ladder.ladder import climb, eval_on_logs
+from llm_ladder.ladder import climb, eval_on_logs, power
 from llm_ladder.rag.index import build_index
 from llm_ladder.rag.scoring import injection
 from llm_ladder.results import LadderResult
-from llm_ladder.rungs.base import get_rung
+from llm_ladder.rungs.base import get_rung, ladder_for
 from llm_ladder.session import open_session, prepare
 
 
 def _climb(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
            resume: bool, as_json: bool, repeat: int = 1, run_all: bool = True,
            report: bool = False) -> LadderResult:
-    """Open the session, climb with progress bars, then print the table or the JSON."""
+    """Open the session and climb, showing each rung's row as it finishes (a live table on
+    a terminal, one line per rung otherwise); print the table or the JSON at the end. On
+    Ctrl-C the finished rows are printed before the interrupt goes on to `main` (exit 130,
+    the --resume hint)."""
     session = open_session(task_dir, model_key, rungs, skip_bad_rows=skip, status=err.status)
     print_session(session)
-    with progress_bar() as bar:
-        result = climb(session.task, run_all=run_all, repeat=repeat, resume=resume,
-                       report=report, on_progress=progress_callback(bar),
-                       on_event=train_events(bar, loss_in_label=True), session=session)
+    task = session.task
+    title = (f"{task.name} — {task.metric.name} on {len(session.prep.splits.test)} test "
+             f"examples, model {model_key}")
+    done: list[dict[str, Any]] = []
+    live_table = err.is_terminal
+
+    def on_rung(summary: dict[str, Any]) -> None:
+        done.append(summary)
+        if not live_table:
+            err.print(rung_line(summary), highlight=False)
+
+    bar = progress_bar()
+    view = (Live(console=err, transient=True, get_renderable=lambda: Group(
+        *([summary_table(done, title)] if done else []), bar)) if live_table else bar)
+    try:
+        with view:
+            result = climb(task, run_all=run_all, repeat=repeat, resume=resume,
+                           report=report, on_progress=progress_callback(bar),
+                           on_event=train_events(bar, loss_in_label=True), on_rung=on_rung,
+                           session=session)
+    except KeyboardInterrupt:
+        if done:
+            (err if as_json else out).print(summary_table(done, title + " (interrupted)"))
+        err.print(f"{len(done)} of {len(session.rungs)} rung(s) finished and stored")
+        raise
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return result
-    task, rec = session.task, result.recommendation
-    out.print(summary_table(result.rungs, f"{task.name} — {task.metric.name} on "
-                                          f"{result.split['test']} test examples, model "
-                                          f"{model_key}"))
+    rec = result.recommendation
+    out.print(summary_table(result.rungs, title))
     for s in result.rungs:
         if s.get("rag"):
             out.print(f"{esc(s['rung'])}: " + _rag_line(s["rag"]), highlight=False)
@@ -206,25 +232,84 @@ def ask(task_dir: TaskDir, question: Annotated[str, typer.Argument(help="the que
 
 
 @app.command()
-def check(task_dir: TaskDir, as_json: JsonOpt = False) -> None:
-    """Validate the task file and examples; report bad rows, splits and leakage."""
+def check(task_dir: TaskDir, skip_bad_rows: SkipOpt = False,
+          export_suspects: Annotated[Path | None, typer.Option(
+              "--export-suspects", help="write the likely mislabelled examples as JSONL "
+              "for review")] = None,
+          no_embeddings: Annotated[bool, typer.Option(
+              "--no-embeddings", help="skip the checks that need the embedder (semantic "
+              "duplicates, likely mislabels)")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Validate the task file and examples; report bad rows, splits, leakage, labels and the
+    data audit (conflicting duplicates, rare labels, outliers, likely mislabels). Exits 2
+    when a row is bad, like a linter, unless --skip-bad-rows accepts them. Changes nothing."""
     task, _ = task_store(task_dir)
     prep = prepare(task, skip_bad_rows=True)
+    embed = None
+    if not no_embeddings:
+        with err.status("loading the embedder…"):
+            embed = build_embedder(task.corpus).embed
+    with err.status("auditing the examples…"):
+        rep = audit(prep, embed)
+    if export_suspects is not None:
+        n = write_suspects(rep, export_suspects)
+        err.print(f"{n} suspect(s) written to {esc(str(export_suspects))}", highlight=False)
     s = prep.splits
     doc = {"task": task.name, "rows": prep.rows_read, "bad_rows": [str(p) for p in prep.problems],
            "split": {k: len(v) for k, v in s.ids().items()}, "capped_test": s.capped_test,
            "leakage": [vars(leak) for leak in (s.leakage.leaks if s.leakage else [])],
-           "labels": prep.labels}
+           "labels": prep.labels, "audit": rep.as_dict(),
+           "power": power(prep, len(ladder_for(task))),
+           "ok": not prep.problems or skip_bad_rows}
     if as_json:
         print(json.dumps(doc, indent=2))
-        return
-    out.print(f"[bold]{esc(task.name)}[/]: {prep.rows_read} rows, {len(prep.problems)} bad")
-    for p in prep.problems[:50]:
-        out.print(f"  [red]✗[/] {esc(str(p))}", highlight=False)
-    out.print(f"split: train {len(s.train)} / dev {len(s.dev)} / test {len(s.test)}")
-    for leak in (s.leakage.leaks if s.leakage else [])[:20]:
-        out.print("  [yellow]leak[/] " + esc(f"{leak.kind}: train {leak.train_id} ~ test "
-                                             f"{leak.test_id} {leak.detail}"), highlight=False)
-    if prep.labels:
-        out.print(f"labels ({len(prep.labels)}): " + esc(", ".join(prep.labels)),
+    else:
+        out.print(f"[bold]{esc(task.name)}[/]: {prep.rows_read} rows, {len(prep.problems)} bad")
+        for p in prep.problems[:50]:
+            out.print(f"  [red]✗[/] {esc(str(p))}", highlight=False)
+        out.print(f"split: train {len(s.train)} / dev {len(s.dev)} / test {len(s.test)}")
+        for leak in (s.leakage.leaks if s.leakage else [])[:20]:
+            out.print("  [yellow]leak[/] " + esc(f"{leak.kind}: train {leak.train_id} ~ test "
+                                                 f"{leak.test_id} {leak.detail}"), highlight=False)
+        if prep.labels:
+            out.print(f"labels ({len(prep.labels)}): " + esc(", ".join(prep.labels)),
+                      highlight=False)
+        _print_audit(rep)
+        out.print("[bold]power[/]: " + esc(doc["power"]["sentence"]), highlight=False)
+    if prep.problems and not skip_bad_rows:
+        raise LadderError(f"{len(prep.problems)} bad row(s) (listed above); fix them, or pass "
+                          "--skip-bad-rows to accept them (they are left out of every run)")
+    if prep.problems:
+        err.print(f"[yellow]{len(prep.problems)} bad row(s) accepted with --skip-bad-rows[/]")
+
+
+def _print_audit(rep: Audit) -> None:
+    """The data audit for a human: what to review, with ids (nothing was changed)."""
+    out.print(f"[bold]audit[/] of {rep.examples} examples (nothing changed; review these):")
+    for c in rep.conflicts[:20]:
+        pairs = ", ".join(f"{i} → {o!r}" for i, o in zip(c["ids"], c["outputs"], strict=True))
+        out.print("  [yellow]conflict[/] " + esc(f"{c['kind']} duplicate input, different "
+                                                 f"outputs: {pairs} {c['detail']}"),
                   highlight=False)
+    if len(rep.conflicts) > 20:
+        out.print(f"  … and {len(rep.conflicts) - 20} more conflicts")
+    if rep.rare_labels:
+        out.print("  [yellow]rare labels[/] (≤ 2 examples): " + esc(", ".join(
+            f"{k} ({v})" for k, v in rep.rare_labels.items())), highlight=False)
+    for lab, where in rep.one_split_labels.items():
+        out.print(f"  [yellow]label in one split[/] {esc(lab)}: {esc(where)}", highlight=False)
+    for o in rep.length_outliers[:20]:
+        out.print(f"  [yellow]length outlier[/] {esc(o['id'])}: {o['chars']} characters "
+                  f"(median {o['median_chars']})", highlight=False)
+    for o in rep.format_outliers[:20]:
+        out.print(f"  [yellow]format outlier[/] {esc(', '.join(o['ids'][:10]))}: "
+                  f"{esc(o['why'])}", highlight=False)
+    for sus in rep.suspects[:20]:
+        out.print(f"  [yellow]likely mislabelled[/] {esc(sus.id)}: {esc(repr(sus.given))} → "
+                  f"suggested {esc(repr(sus.suggested))} (p={sus.confidence:.2f} vs "
+                  f"{sus.given_probability:.2f}) {esc(sus.input[:70])}", highlight=False)
+    if len(rep.suspects) > 20:
+        out.print(f"  … and {len(rep.suspects) - 20} more suspects (--export-suspects FILE "
+                  "writes them all)")
+    for note in rep.notes:
+        out.print(f"  [dim]{esc(note)}[/]", highlight=False)

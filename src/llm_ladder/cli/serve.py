@@ -55,7 +55,7 @@ def serve(target: Annotated[str, typer.Argument(metavar="RUN_ID_OR_RUNG",
         served = build_served(task_obj, rung, model_key, run)
     for w in served.warnings:
         err.print(f"[yellow]warning:[/] {esc(w)}", highlight=False)
-    app_ = create_app(served, cfg, store if cfg.log_requests else None, token)
+    app_ = create_app(served, cfg, store if cfg.log_requests else None, token, host)
     shown = f"[{host}]" if ":" in host else host
     err.print(f"serving [bold]{esc(served.name)}[/] (rung {rung}, model {model_key}"
               + (f", run {run['id']}" if run else "") + f") on http://{shown}:{port}/v1 — auth "

@@ -33,6 +33,7 @@ from typing import Any
 
 from llm_ladder.errors import LadderError, require
 from llm_ladder.finetune.data import IGNORE, TrainRow
+from llm_ladder.finetune.registry import fsync_dir, fsync_tree
 from llm_ladder.task import FinetuneConfig
 
 OnStep = Callable[[dict[str, Any]], None]
@@ -199,7 +200,9 @@ def _save_checkpoint(work: Path, step: int, model: Any, opt: Any, state: dict[st
     meta = {**state, "param_names": names, "param_groups": [
         {k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]}
     (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
+    fsync_tree(tmp)  # on disk before the rename makes it "complete"
     tmp.rename(final)  # only a complete checkpoint carries the final name
+    fsync_dir(work)
     for old in sorted(work.glob("ckpt-*"))[:-2]:  # keep the newest two
         shutil.rmtree(old, ignore_errors=True)
 

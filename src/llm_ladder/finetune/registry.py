@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -56,10 +57,42 @@ def finish(tmp: Path, final: Path, manifest: dict[str, Any], tokenizer_dir: Path
     manifest = {**manifest, "created": time.time()}
     manifest["size_bytes"] = folder_size(tmp)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    if final.exists():  # trained concurrently by another process: same content, keep it
-        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_tree(tmp)
+    try:
+        # rename(2) onto an existing non-empty folder fails: no exists-then-rename gap
+        tmp.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # trained concurrently: same content, keep it
         return
-    tmp.rename(final)
+    fsync_dir(final.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in folder `path` durable (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then the folders: its content is on disk before it is
+    renamed into place, so a power loss cannot leave a complete-looking, empty folder."""
+    for p in sorted(folder.rglob("*"), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        elif p.is_dir():
+            fsync_dir(p)
+    fsync_dir(folder)
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -194,7 +194,7 @@ class TransformersModel:
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
-        ids = eos if isinstance(eos, list) else [eos]
-        if self.tokenizer.eos_token_id is not None:
+        ids = list(eos) if isinstance(eos, list | tuple) else [eos]  # a copy: never grow
+        if self.tokenizer.eos_token_id is not None:                   # the model's config
             ids.append(self.tokenizer.eos_token_id)
-        return [i for i in ids if i is not None]
+        return list(dict.fromkeys(i for i in ids if i is not None))

@@ -54,7 +54,9 @@ def corpus_documents(task: Task) -> tuple[list[Document], list[SourceProblem]]:
     problems: list[SourceProblem] = []
     for spec in cfg.paths:
         c = load_corpus(task.path(spec), cfg.include, text_field=cfg.text_field,
-                        max_bytes=int(cfg.max_file_mb * 1024 * 1024))
+                        max_bytes=int(cfg.max_file_mb * 1024 * 1024),
+                        parse_timeout_s=cfg.parse_timeout_s,
+                        parse_memory_mb=cfg.parse_memory_mb)
         if len(cfg.paths) > 1:  # keep ids unique across roots
             for d in c.documents:
                 d.id = f"{spec.rstrip('/')}/{d.id}"
@@ -70,7 +72,9 @@ def corpus_documents(task: Task) -> tuple[list[Document], list[SourceProblem]]:
             docs += d
             problems += p
         if cfg.urls:
-            d, p = sources.load_urls(cfg.urls)
+            d, p = sources.load_urls(cfg.urls, allow=cfg.url_allow,
+                                     parse_timeout_s=cfg.parse_timeout_s,
+                                     parse_memory_mb=cfg.parse_memory_mb)
             docs += d
             problems += p
     return docs, problems
@@ -116,24 +120,27 @@ def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] 
     try:
         existing = store.chunks()
         before: dict[str, str] = {c.id: c.doc_id for c in existing}
-        stored_hash: dict[str, set[str]] = {}
-        kept_ids: dict[str, list[str]] = {}
+        stored: dict[str, list[Chunk]] = {}
         for c in existing:
-            stored_hash.setdefault(c.doc_id, set()).add(c.meta.get("doc_hash", ""))
-            kept_ids.setdefault(c.doc_id, []).append(c.id)
-        # a document whose text and chunk settings are unchanged is not even re-chunked
+            stored.setdefault(c.doc_id, []).append(c)
+        # a document whose text and chunk settings are unchanged, and whose chunks are all
+        # stored, is not even re-chunked
         key = _settings_key(task)
         changed_docs, kept, hash_of = [], set(), {}
         for d in docs:
             h = hashlib.sha256(f"{key}\0{d.text}".encode()).hexdigest()[:16]
-            if stored_hash.get(d.id) == {h}:
-                kept.update(kept_ids[d.id])
+            if _complete(stored.get(d.id, []), h):
+                kept.update(c.id for c in stored[d.id])
             else:
                 hash_of[d.id] = h
                 changed_docs.append(d)
         chunks = chunk_documents(task, changed_docs, embedder.model.tokenizer)
+        expected: dict[str, set[str]] = {}
         for c in chunks:
-            c.meta = {**c.meta, "doc_hash": hash_of[c.doc_id]}
+            expected.setdefault(c.doc_id, set()).add(c.id)
+        for c in chunks:
+            c.meta = {**c.meta, "doc_hash": hash_of[c.doc_id],
+                      "doc_chunks": len(expected[c.doc_id])}
         report.chunks = len(kept) + len(chunks)
         now_ids = kept | {c.id for c in chunks}
         todo = [c for c in chunks if c.id not in before]
@@ -162,3 +169,17 @@ def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] 
         if close:
             close()
     return report
+
+
+def _complete(stored: list[Chunk], doc_hash: str) -> bool:
+    """Whether a document's stored chunks are all of the current version and all there: every
+    chunk carries `doc_hash` and the count of distinct chunk ids written with it. A run killed
+    between two commits leaves a document with fewer chunks than that count, so the next run
+    re-chunks it and embeds only the missing ones. Chunks from an index built before the count
+    was recorded lack it and are re-checked the same way (re-chunked, nothing re-embedded)."""
+    if not stored:
+        return False
+    counts = {c.meta.get("doc_chunks") for c in stored}
+    hashes = {c.meta.get("doc_hash") for c in stored}
+    return (hashes == {doc_hash} and len(counts) == 1
+            and counts == {len({c.id for c in stored})})

@@ -1,10 +1,13 @@
 """Load a corpus folder (or glob) into `Document`s, reporting every file it skips and why.
 
-Formats: .txt/.md/.markdown as text; .html/.htm through the stdlib `html.parser` (text only,
-script/style/noscript/template dropped, headings kept as markdown `#` lines); .pdf through
-`pypdf` (text layer only); .csv and .jsonl as one document per row, the text taken from
-`text_field` and the other fields kept in `meta`. A document's id is its path relative to the
-corpus root, plus `#row N` for rows (N = the CSV data row, header excluded, or the JSONL line).
+Formats: .txt/.md/.markdown as text; .html/.htm through lexbor (`selectolax`, an HTML5
+parser in C, linear in its input; text only, script/style/noscript/template dropped, headings
+kept as markdown `#` lines); .pdf through `pypdf` (text layer only); PDF and HTML are parsed
+in a child process with a time and memory budget per document (`Extractor`), so one hostile
+file is reported and skipped instead of hanging or exhausting the run; .csv and .jsonl as
+one document per row, the text taken from `text_field` and the other fields kept in `meta`.
+A document's id is its path relative to the corpus root, plus `#row N` for rows (N = the CSV
+data row, header excluded, or the JSONL line).
 
 Safety: paths are walked without following symlinked folders; a file or link that resolves
 outside the root is skipped and reported, as are binary files (a NUL byte in the first 8 KiB),
@@ -26,13 +29,17 @@ import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from llm_ladder.errors import LadderError, require
+from llm_ladder.workers import stop_worker
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_PARSE_TIMEOUT_S = 60.0
+DEFAULT_PARSE_MEMORY_MB = 2048
+STARTUP_TIMEOUT_S = 120.0
 BINARY_SNIFF = 8192
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -76,7 +83,9 @@ def hidden_chars(text: str) -> dict[str, int]:
 
 
 def load_corpus(spec: str | Path, include: str | list[str] | None = None, *,
-                text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES) -> Corpus:
+                text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES,
+                parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S,
+                parse_memory_mb: int | None = DEFAULT_PARSE_MEMORY_MB) -> Corpus:
     """Load a folder, a single file, or a glob such as `docs/**/*.md`.
 
     `include` (glob patterns relative to the root, default `**/*`) is only allowed when `spec`
@@ -94,13 +103,14 @@ def load_corpus(spec: str | Path, include: str | list[str] | None = None, *,
         else:
             regexes.append(_glob_regex(pattern))
     matched = 0
-    for path, rel in _walk(root, real_root, problems):
-        if not any(r.fullmatch(rel) for r in regexes):
-            continue
-        matched += 1
-        docs, probs = _load_file(path, rel, real_root, text_field, max_bytes)
-        documents.extend(docs)
-        problems.extend(probs)
+    with Extractor(parse_timeout_s, parse_memory_mb) as extractor:
+        for path, rel in _walk(root, real_root, problems):
+            if not any(r.fullmatch(rel) for r in regexes):
+                continue
+            matched += 1
+            docs, probs = _load_file(path, rel, real_root, text_field, max_bytes, extractor)
+            documents.extend(docs)
+            problems.extend(probs)
     if matched == 0 and regexes:
         problems.append(SourceProblem(str(root), "no files matched " + ", ".join(patterns)))
     return Corpus(root=root, documents=documents, problems=problems)
@@ -195,8 +205,8 @@ def _read_bytes(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def _load_file(path: Path, rel: str, real_root: Path, text_field: str,
-               max_bytes: int) -> tuple[list[Document], list[SourceProblem]]:
+def _load_file(path: Path, rel: str, real_root: Path, text_field: str, max_bytes: int,
+               extractor: Extractor) -> tuple[list[Document], list[SourceProblem]]:
     def problem(message: str) -> tuple[list[Document], list[SourceProblem]]:
         return [], [SourceProblem(rel, message)]
 
@@ -227,7 +237,7 @@ def _load_file(path: Path, rel: str, real_root: Path, text_field: str,
         return problem("empty file; skipped")
     meta: dict[str, Any] = {"path": str(real), "bytes": len(data), "type": suffix[1:]}
     if suffix == ".pdf":
-        text, err = _pdf_text(data, meta)
+        text, err = extractor.pdf(data, meta)
         if err:
             return problem(err)
     else:
@@ -246,7 +256,9 @@ def _load_file(path: Path, rel: str, real_root: Path, text_field: str,
         rows = _csv_rows if suffix == ".csv" else _jsonl_rows
         return rows(text, rel, text_field, meta)
     if suffix in HTML_SUFFIXES:
-        text = html_to_text(text, meta)
+        text, err = extractor.html(text, meta)
+        if err:
+            return problem(err)
     if not text.strip():
         return problem("no text after extraction; skipped")
     return [_document(rel, rel, text, meta)], []
@@ -280,6 +292,124 @@ def _pdf_text(data: bytes, meta: dict[str, Any]) -> tuple[str, str | None]:
     if not text.strip():
         return "", f"no text layer in {len(pages)} page(s) (scanned? OCR is not supported)"
     return text, None
+
+
+class Extractor:
+    """PDF and HTML to text in a child process with a time and a memory budget per document.
+
+    A PDF can loop or decompress into gigabytes, and a parser bug can make any page slow; so
+    the parsing runs in one long-lived `spawn`ed child (address space capped with
+    RLIMIT_AS at `memory_mb`), and a document not done within `timeout_s` has the child
+    killed and is reported and skipped; the next document gets a fresh child. Plain text,
+    CSV and JSONL are parsed in-process: their parsers are linear. The child starts on the
+    first PDF or HTML document, so a corpus without any costs nothing."""
+
+    def __init__(self, timeout_s: float = DEFAULT_PARSE_TIMEOUT_S,
+                 memory_mb: int | None = DEFAULT_PARSE_MEMORY_MB):
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def pdf(self, data: bytes, meta: dict[str, Any]) -> tuple[str, str | None]:
+        return self._run("pdf", data, meta)
+
+    def html(self, text: str, meta: dict[str, Any]) -> tuple[str, str | None]:
+        return self._run("html", text, meta)
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_extract_worker, args=(child, self.memory_mb),
+                                 name="ladder-extract", daemon=True)
+        self._proc.start()
+        child.close()
+        # the parsers are imported before the first budget starts ticking
+        if not self._conn.poll(STARTUP_TIMEOUT_S):
+            self.close()
+            raise LadderError(f"the document parser process did not start within "
+                              f"{STARTUP_TIMEOUT_S:g} s")
+        try:
+            ready = self._conn.recv()
+        except EOFError:
+            ready = f"it exited with code {self._proc.join(5) or self._proc.exitcode}"
+        if ready is not True:
+            self.close()
+            raise LadderError(f"the document parser process failed to start: {ready}")
+
+    def _run(self, kind: str, payload: bytes | str, meta: dict[str, Any]
+             ) -> tuple[str, str | None]:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        try:
+            self._conn.send((kind, payload))
+            ready = self._conn.poll(self.timeout_s)
+            result = self._conn.recv() if ready else None
+        except (EOFError, OSError):  # the child died (out of memory, a crash in C)
+            code = self._proc.exitcode if self._proc is not None else None
+            self.close()
+            return "", f"the {kind.upper()} parser crashed (exit code {code}); skipped"
+        if result is None:
+            self.close()
+            return "", (f"{kind.upper()} parsing took over {self.timeout_s:g} s "
+                        "(corpus.parse_timeout_s); skipped")
+        text, delta, err = result
+        meta.update(delta)
+        return text, err
+
+    def close(self) -> None:
+        stop_worker(self._proc, self._conn)
+        self._proc = self._conn = None
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _extract(kind: str, payload: Any) -> tuple[str, dict[str, Any], str | None]:
+    meta: dict[str, Any] = {}
+    try:
+        if kind == "pdf":
+            text, err = _pdf_text(payload, meta)
+        else:
+            text, err = html_to_text(payload, meta), None
+    except MemoryError:
+        return "", {}, "over the parser's memory cap (corpus.parse_memory_mb); skipped"
+    except LadderError as e:
+        return "", {}, str(e)
+    except Exception as e:  # a parser bug: report this document, keep the rest
+        return "", {}, f"{kind.upper()} parsing failed ({type(e).__name__}: {e}); skipped"
+    return text, meta, err
+
+
+def _extract_worker(conn: Any, memory_mb: int | None) -> None:
+    """The child's loop: (kind, payload) in, (text, meta, error) out, until the pipe closes."""
+    if memory_mb:
+        try:
+            import resource
+
+            cap = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        except (ImportError, ValueError, OSError):  # not POSIX, or a lower hard limit
+            pass
+    try:
+        require("pypdf", "rag")
+        require("selectolax.lexbor", "rag")
+    except LadderError as e:
+        conn.send(str(e))
+        return
+    conn.send(True)
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(_extract(kind, payload))
 
 
 def _csv_rows(text: str, rel: str, text_field: str,
@@ -326,68 +456,62 @@ def _jsonl_rows(text: str, rel: str, text_field: str,
     return docs, problems
 
 
-_SKIP_TAGS = {"script", "style", "noscript", "template"}
-_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-              "param", "source", "track", "wbr"}
+_SKIP_TAGS = {"script", "style", "noscript", "template", "head", "_comment"}
 _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "nav", "aside",
                "ul", "ol", "table", "blockquote", "pre", "figure", "form", "title", "dl"}
 _LINE_TAGS = {"br", "li", "tr", "dt", "dd", "hr"}
+_SPACES = re.compile(r"\s+")
+_HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
 
 def html_to_text(html: str, meta: dict[str, Any]) -> str:
-    """Visible text of an HTML page; hidden-element text length goes into `meta`."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    if parser.hidden_chars:
-        meta["hidden_html_chars"] = parser.hidden_chars
-    return parser.text()
+    """Visible text of an HTML page; hidden-element text length goes into `meta`.
 
-
-class _HTMLText(HTMLParser):
-    """Visible-ish text of an HTML page; headings become markdown headings."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.stack: list[tuple[str, bool, bool]] = []  # (tag, skipped, hidden)
-        self.hidden_chars = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
+    Parsed by lexbor (selectolax), an HTML5 parser in C that is linear in the input, then
+    walked with an explicit stack (no recursion, so any depth of nesting is fine)."""
+    lexbor = require("selectolax.lexbor", "rag")
+    tree = lexbor.LexborHTMLParser(html)
+    parts: list[str] = []
+    title = tree.css_first("head > title")
+    if title is not None and title.text(deep=True).strip():
+        parts.append("\n\n" + re.sub(r"\s+", " ", title.text(deep=True)).strip() + "\n\n")
+    hidden_chars = 0
+    root = tree.body if tree.body is not None else tree.root
+    # (node, leaving, hidden, pre): entering a node emits its opening break and pushes its
+    # children; leaving it emits the closing break
+    stack: list[tuple[Any, bool, bool, bool]] = [(root, False, False, False)] if root else []
+    while stack:
+        node, leaving, hidden, pre = stack.pop()
+        tag = node.tag
+        if leaving:
+            if tag in _BLOCK_TAGS or tag in _HEADINGS:
+                parts.append("\n\n")
+            continue
+        if tag == "-text":
+            data = node.text_content or ""
+            if not pre:
+                data = _SPACES.sub(" ", data)
+            if hidden:
+                hidden_chars += len(data.strip())
+            parts.append(data)
+            continue
+        if tag in _SKIP_TAGS:
+            continue
         if tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            parts.append("\n\n")
         elif tag in _LINE_TAGS:
-            self.parts.append("\n")
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        if tag in _VOID_TAGS:
-            return
-        hidden = "hidden" in a or bool(_HIDDEN_STYLE.search(a.get("style") or ""))
-        self.stack.append((tag, tag in _SKIP_TAGS, hidden))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _LINE_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                del self.stack[i:]
-                break
-        if tag in _BLOCK_TAGS or re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if any(skip for _, skip, _ in self.stack):
-            return
-        if not any(t == "pre" for t, _, _ in self.stack):
-            data = re.sub(r"\s+", " ", data)
-        if any(hidden for _, _, hidden in self.stack):
-            self.hidden_chars += len(data.strip())
-        self.parts.append(data)
-
-    def text(self) -> str:
-        lines = [line.strip() for line in "".join(self.parts).split("\n")]
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+            parts.append("\n")
+        elif tag in _HEADINGS:
+            parts.append("\n\n" + "#" * _HEADINGS[tag] + " ")
+        attrs = node.attributes
+        hidden = hidden or "hidden" in attrs or bool(_HIDDEN_STYLE.search(attrs.get("style")
+                                                                          or ""))
+        pre = pre or tag == "pre"
+        stack.append((node, True, hidden, pre))
+        children = list(node.iter(include_text=True))
+        stack.extend((c, False, hidden, pre) for c in reversed(children))
+    if hidden_chars:
+        meta["hidden_html_chars"] = hidden_chars
+    lines = [line.strip() for line in "".join(parts).split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

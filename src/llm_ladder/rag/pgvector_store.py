@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from llm_ladder.errors import LadderError, require
+from llm_ladder.errors import redact_url as _redact_url
 from llm_ladder.rag.chunking import Chunk
 from llm_ladder.rag.stores import FILTER_KEYS, as_float32
 
@@ -458,7 +459,6 @@ def _secrets(url: str) -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password (URL userinfo, ?password= or password=) replaced by ***."""
-    url = re.sub(r"(://[^:/?#@]*:)[^/?#]+@", r"\1***@", url)
-    url = re.sub(r"(password=)('(?:[^'\\]|\\.)*'|[^&\s]*)", r"\1***", url)
-    return url
+    """`url` with its password and credential query values replaced by *** (errors.redact_url,
+    the one redaction used everywhere)."""
+    return _redact_url(url)

@@ -4,8 +4,11 @@ reciprocal-rank fusion (RRF, k=60). Every mode returns ranked `Hit`s, rank 1 fir
 BM25 lower-cases, drops English stopwords and strips a plural -s (no PyStemmer needed); chunks
 with no query term in common score 0 and are not returned. Filters (`where`, equality on the
 store's filterable columns) are applied inside both searches: as a prefilter in the store and
-as a weight mask in BM25. Skipped here: rerankers, query rewriting, persisting the BM25 index
-(it is rebuilt from the chunks, which takes well under a second for 10^4 chunks).
+as a weight mask in BM25. A `Retriever` pins a LanceDB store to the version current when it
+is made, so its BM25 snapshot and its dense searches read the same chunks even while
+`ladder index` writes a new version (pgvector has no versions: not pinned). Skipped here:
+rerankers, query rewriting, persisting the BM25 index (it is rebuilt from the chunks, which
+takes well under a second for 10^4 chunks).
 """
 
 from __future__ import annotations
@@ -115,6 +118,10 @@ class Retriever:
         self.store = store
         self.embed = embed
         self._bm25 = bm25
+        # one version for both searches: BM25 is a snapshot of the chunks, so dense search
+        # must not read a newer version written by a concurrent `ladder index`
+        pin = getattr(store, "pin", None)
+        self.version = pin() if pin is not None else None
 
     @property
     def bm25(self) -> BM25Index:

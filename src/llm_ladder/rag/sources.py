@@ -22,23 +22,32 @@ connection error is a problem naming the URL. A document's id and source are the
 (any password in it shown as `***`); `meta` has the status, content type, fetch time (UTC, ISO
 8601), byte count and, after redirects, the final URL.
 
+Every hop (the URL and each redirect target) has its host resolved once and every address
+checked: loopback, link-local (cloud metadata), private, shared, unique-local, multicast and
+reserved addresses are refused, IPv4-mapped/6to4/NAT64 forms included, unless the task lists
+the host, address or network in `corpus.url_allow`; the request then goes to the checked
+address (Host header and TLS server name kept), so a second DNS answer cannot redirect it.
+Environment proxies are not used (they would resolve names past the check). Parsing runs in
+the folder loader's budgeted child process (`Extractor`).
+
 Skipped here: authentication helpers, robots.txt, crawling links, charset sniffing from HTML
-`<meta>` tags (the header's charset or UTF-8 is used), and blocking private addresses: a URL
-list is trusted input, and loopback is allowed.
+`<meta>` tags (the header's charset or UTF-8 is used).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import re
+import socket
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from llm_ladder.errors import LadderError, require
-from llm_ladder.rag.loaders import Document, SourceProblem, _pdf_text, hidden_chars, html_to_text
+from llm_ladder.errors import LadderError, redact_url, require
+from llm_ladder.rag.loaders import Document, Extractor, SourceProblem, hidden_chars
 
 Result = tuple[list[Document], list[SourceProblem]]
 
@@ -67,12 +76,12 @@ _SQL_TOKEN = re.compile(
       | (?P<semi>;)
       | (?P<other>\S)
     """, re.S | re.X)
-_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*@")
 
 
 def scrub_url(url: str) -> str:
-    """`url` with the password of any `user:password@` part replaced by `***`."""
-    return _URL_PASSWORD.sub(r"\1***@", url)
+    """`url` with its password and credential query values shown as `***` (errors.redact_url,
+    the one redaction used everywhere)."""
+    return redact_url(url)
 
 
 def check_read_only(query: str) -> str | None:
@@ -307,11 +316,16 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def load_urls(urls: list[str], timeout_s: float = 10, max_bytes: int = 5_000_000) -> Result:
+def load_urls(urls: list[str], timeout_s: float = 10, max_bytes: int = 5_000_000,
+              allow: list[str] | None = None, parse_timeout_s: float = 60.0,
+              parse_memory_mb: int | None = 2048) -> Result:
     """One document per URL that answers 2xx with a supported content type; every other URL
-    is reported with the reason. `timeout_s` bounds each URL's fetch, redirects included."""
+    is reported with the reason. `timeout_s` bounds each URL's fetch, redirects included.
+    Hosts that resolve to a non-public address are refused unless `allow` names them (a host
+    name, an address or a CIDR network: `["intranet.example", "10.0.0.0/8"]`)."""
     if isinstance(urls, str):
         raise LadderError("load_urls takes a list of URLs, not one string")
+    allowed = AllowList(allow or [])
     if timeout_s <= 0 or max_bytes < 1:
         raise LadderError("timeout_s and max_bytes must be positive")
     httpx = require("httpx", "rag")
@@ -320,14 +334,18 @@ def load_urls(urls: list[str], timeout_s: float = 10, max_bytes: int = 5_000_000
     seen: set[str] = set()
     headers = {"User-Agent": "llm-ladder (corpus loader)",
                "Accept": "text/html, text/plain, text/markdown, application/pdf;q=0.9, */*;q=0.1"}
-    with httpx.Client(follow_redirects=False, headers=headers) as client:
+    # trust_env=False: a proxy from the environment would resolve names itself, past the
+    # address check
+    with httpx.Client(follow_redirects=False, headers=headers, trust_env=False) as client, \
+            Extractor(parse_timeout_s, parse_memory_mb) as extractor:
         for url in urls:
             shown = scrub_url(str(url).strip())
             if shown in seen:
                 problems.append(SourceProblem(shown, "listed more than once; loaded once"))
                 continue
             seen.add(shown)
-            doc, problem = _fetch(client, httpx, str(url).strip(), timeout_s, max_bytes)
+            doc, problem = _fetch(client, httpx, str(url).strip(), timeout_s, max_bytes,
+                                  allowed, extractor)
             if doc is not None:
                 docs.append(doc)
             if problem is not None:
@@ -349,8 +367,8 @@ def _http_url_problem(url: str) -> str | None:
     return None
 
 
-def _fetch(client: Any, httpx: Any, url: str, timeout_s: float,
-           max_bytes: int) -> tuple[Document | None, str | None]:
+def _fetch(client: Any, httpx: Any, url: str, timeout_s: float, max_bytes: int,
+           allowed: AllowList, extractor: Extractor) -> tuple[Document | None, str | None]:
     bad = _http_url_problem(url)
     if bad:
         return None, bad
@@ -361,7 +379,11 @@ def _fetch(client: Any, httpx: Any, url: str, timeout_s: float,
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, f"timed out after {timeout_s:g} s"
-            with client.stream("GET", current, timeout=remaining) as response:
+            pinned, extra, refused = _pin(current, allowed)
+            if refused:
+                return None, (f"{scrub_url(current)} refused: {refused}" if chain else
+                              f"refused: {refused}")
+            with client.stream("GET", pinned, timeout=remaining, **extra) as response:
                 if response.is_redirect:
                     location = response.headers.get("location", "")
                     target = urljoin(current, location)
@@ -373,7 +395,7 @@ def _fetch(client: Any, httpx: Any, url: str, timeout_s: float,
                     current = target
                     continue
                 return _read_response(response, url, current, chain, deadline, timeout_s,
-                                      max_bytes)
+                                      max_bytes, extractor)
         return None, f"more than {MAX_REDIRECTS} redirects; gave up at {scrub_url(current)}"
     except httpx.TimeoutException:
         return None, f"timed out after {timeout_s:g} s"
@@ -383,8 +405,84 @@ def _fetch(client: Any, httpx: Any, url: str, timeout_s: float,
         return None, f"request failed ({type(e).__name__}: {_first_line(e)})"
 
 
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def public(ip: IP) -> bool:
+    """Whether an address is globally routable: not loopback, link-local (cloud metadata at
+    169.254.169.254), private, shared (100.64/10), unique-local, multicast, reserved or
+    unspecified. IPv6 forms that carry an IPv4 address (IPv4-mapped, 6to4, NAT64) are judged
+    by that address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None and not public(inner):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+class AllowList:
+    """Hosts a corpus may fetch from although they are not public: names, addresses, CIDRs."""
+
+    def __init__(self, entries: list[str]):
+        self.names: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in entries:
+            text = str(entry).strip().lower()
+            try:
+                self.networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text):
+                    raise LadderError(f"corpus.url_allow: {entry!r} is neither a host name, an "
+                                      "address nor a CIDR network") from None
+                self.names.add(text.rstrip("."))
+
+    def permits(self, host: str, ip: IP) -> bool:
+        if host.lower().rstrip(".") in self.names:
+            return True
+        inner = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return any(a in n for n in self.networks for a in (ip, inner) if a is not None
+                   and a.version == n.version)
+
+
+def _pin(url: str, allowed: AllowList) -> tuple[str, dict[str, Any], str | None]:
+    """Resolve `url`'s host once and check every address it has; return the URL rewritten to
+    the checked address (so the connection cannot be re-resolved elsewhere, DNS rebinding),
+    the request's Host header and TLS server name, or why the URL is refused."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return url, {}, f"cannot resolve {host!r} ({e})"
+    addresses = []
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not public(ip) and not allowed.permits(host, ip):
+            return url, {}, (f"{host} resolves to {ip}, a non-public (loopback, link-local, "
+                             "private, unique-local or multicast) address; list it in "
+                             "corpus.url_allow to fetch it")
+        addresses.append(ip)
+    if not addresses:
+        return url, {}, f"cannot resolve {host!r}"
+    ip = addresses[0]
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = shown + (f":{parts.port}" if parts.port else "")
+    pinned = parts._replace(netloc=netloc).geturl()
+    host_header = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port
+                                                              else "")
+    extra: dict[str, Any] = {"headers": {"Host": host_header}}
+    if parts.scheme.lower() == "https":
+        extra["extensions"] = {"sni_hostname": host}
+    return pinned, extra, None
+
+
 def _read_response(response: Any, url: str, final: str, chain: list[str], deadline: float,
-                   timeout_s: float, max_bytes: int) -> tuple[Document | None, str | None]:
+                   timeout_s: float, max_bytes: int,
+                   extractor: Extractor) -> tuple[Document | None, str | None]:
     status = response.status_code
     if not 200 <= status < 300:
         reason = f" {response.reason_phrase}" if response.reason_phrase else ""
@@ -420,10 +518,7 @@ def _read_response(response: Any, url: str, final: str, chain: list[str], deadli
     if not data.strip():
         return None, "empty body; skipped"
     if media in PDF_TYPES:
-        try:
-            text, err = _pdf_text(data, meta)
-        except LadderError as e:
-            return None, str(e)
+        text, err = extractor.pdf(data, meta)
         if err:
             return None, err
     else:
@@ -436,7 +531,9 @@ def _read_response(response: Any, url: str, final: str, chain: list[str], deadli
             return None, f"not valid {charset}: bad byte at offset {e.start}; skipped"
         text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
         if media in HTML_TYPES:
-            text = html_to_text(text, meta)
+            text, err = extractor.html(text, meta)
+            if err:
+                return None, err
         text = text.strip()
     if not text.strip():
         return None, "no text after extraction; skipped"

@@ -336,6 +336,15 @@ class LanceStore:
         return query.select(["id", "doc_id", "source", "position", "text", "meta",
                              "_distance"]).limit(k).to_list()
 
+    def pin(self) -> int:
+        """From now on read the version that is current now: `search`, `chunks`, `ids` and
+        `count` all see it, and a concurrent re-index is not seen (reopen to see it). For
+        readers (a retriever), so BM25's snapshot and dense search agree; returns the
+        version."""
+        version = int(self.table.version)
+        self.table.checkout(version)
+        return version
+
     def info(self) -> dict[str, Any]:
         return {"embedder": self.embedder, "dim": self.dim, "backend": "lancedb",
                 "path": str(self.path), "version": int(self.table.version),

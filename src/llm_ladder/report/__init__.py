@@ -11,6 +11,7 @@ Skipped: PDF export, charts of per-example latency, and re-running anything.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from llm_ladder.errors import LadderError
 from llm_ladder.report.html import render_report
 from llm_ladder.report.markdown import render_markdown
 from llm_ladder.rungs.base import ladder_for
+from llm_ladder.session import prepare
 from llm_ladder.store import Store
 from llm_ladder.task import Task
 
@@ -92,12 +94,25 @@ def _task_rungs(task: Task) -> list[str]:
         return []
 
 
+def _baselines(task: Task, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trivial baselines of the runs' split (label metrics), as the climb computed them;
+    none when the data changed since (another split) or cannot be read."""
+    try:
+        prep = prepare(task, skip_bad_rows=True)
+    except LadderError:
+        return []
+    if any((r.get("config") or {}).get("split") != prep.split_hash() for r in runs):
+        return []
+    return prep.baselines()
+
+
 def collect(task: Task, store: Store, ident: str) -> dict[str, Any]:
     ident, runs = ladder_runs(store, ident)
     summaries = [r["summary"] | {"run_id": r["id"], "rung": r["rung"], "model": r["model"]}
                  for r in runs]
     preds = {r["id"]: store.predictions(r["id"]) for r in runs}
-    decision = decide(task, summaries, preds.__getitem__, {r["id"]: r["config"] for r in runs})
+    decision = decide(task, summaries, preds.__getitem__, {r["id"]: r["config"] for r in runs},
+                      baselines=_baselines(task, runs))
     not_run = [n for n in _task_rungs(task) if n not in {r["rung"] for r in runs}]
     if not_run and len(runs) > 1:
         decision["notes"].append(f"not run in this ladder: {', '.join(not_run)} (`ladder run` "
@@ -140,9 +155,24 @@ def write_report(task: Task, store: Store, ident: str,
     folder = out_dir or task.state_dir / "reports" / data["id"]
     folder.mkdir(parents=True, exist_ok=True)
     html_path, md_path = folder / "report.html", folder / "report.md"
-    html_path.write_text(render_report(data), encoding="utf-8")
-    md_path.write_text(render_markdown(data), encoding="utf-8")
+    html, md = render_report(data), render_markdown(data)  # both rendered before any write
+    _write_atomic(html_path, html)
+    _write_atomic(md_path, md)
     return html_path, md_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, rename over it: a reader (the web
+    view, a browser) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """`ladder ui`: a read-only local web view of the task's runs (the ladder index, each report,
 compare pages), served from the run store with the standard library's HTTP server.
 
+Every request must carry a `Host` (and, from a browser, an `Origin`) naming the bound
+address, so a web page cannot read the runs through DNS rebinding (evil.example resolving to
+127.0.0.1) or embed them cross-site; others get 403. Responses forbid framing.
 Skipped: writing anything (labelling), authentication; bind it to loopback only.
 """
 
@@ -14,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from llm_ladder.errors import LadderError
 from llm_ladder.report import collect, compare_runs, list_ladders
 from llm_ladder.report.html import e, page, render_compare, render_index, render_report
+from llm_ladder.serving.guard import host_allowed, origin_allowed
 from llm_ladder.store import Store
 from llm_ladder.task import load_task
 
@@ -24,6 +28,10 @@ def make_server(task_dir: Path, host: str, port: int,
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             url = urlparse(self.path)
+            if not (host_allowed(self.headers.get("Host"), host)
+                    and origin_allowed(self.headers.get("Origin"), host)):
+                return self._send(page("forbidden", "<h1>forbidden</h1><p>the Host or Origin "
+                                                    "header does not name this server</p>"), 403)
             try:
                 task = load_task(task_dir)
                 store = Store(task.state_dir / "runs.db")
@@ -44,11 +52,15 @@ def make_server(task_dir: Path, host: str, port: int,
                     store.close()
             except LadderError as ex:
                 body, code = page("not found", f"<h1>not found</h1><p>{e(ex)}</p>"), 404
+            self._send(body, code)
+
+        def _send(self, body: str, code: int) -> None:
             data = body.encode("utf-8")
             self.send_response(code)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("X-Frame-Options", "DENY")
             self.end_headers()
             self.wfile.write(data)
 

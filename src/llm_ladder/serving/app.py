@@ -10,7 +10,8 @@ requests are waiting (after a 5 ms wait for more), up to `max_concurrency`, and 
 them as one batch (dynamic batching); past `max_concurrency + max_queue` admitted requests
 the server answers 429 at once. Every answer passes the guards (serving/guard.py) and is
 logged to the run store, and the log row is committed before the response is released, so a
-crash after the client got its answer loses nothing. Streaming sends the finished, checked
+crash after the client got its answer loses nothing; redaction and that write run on a second
+thread, so they never hold up the next batch's generation. Streaming sends the finished, checked
 answer as SSE chunks: the guards need the whole answer before any of it leaves. Sampling is
 pinned to what the rung was evaluated with; a client's `temperature`, `top_p` or `stop` are
 ignored and `max_tokens` can only lower the cap. Deliberately skipped: token-by-token
@@ -27,7 +28,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,6 +154,9 @@ def parse_request(raw: bytes, served_name: str) -> ChatRequest:
 
 
 # ---- the worker ----------------------------------------------------------------------
+_NOT_REDACTED = frozenset({"id", "created", "task", "rung", "model", "run_id", "status",
+                           "http_status", "tokens_in", "tokens_out", "latency_s"})
+
 @dataclass
 class Job:
     id: str
@@ -191,6 +195,9 @@ class Engine:
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="ladder-serve-worker",
                                        daemon=True)
+        # redaction and the log write run here, off the model worker: a slow pattern or a
+        # large body delays its own response, never the next batch's generation
+        self.finisher = ThreadPoolExecutor(1, thread_name_prefix="ladder-serve-log")
 
     @property
     def admitted(self) -> int:
@@ -205,6 +212,7 @@ class Engine:
             self.stopping = True
             self.cond.notify_all()
         self.thread.join(timeout)
+        self.finisher.shutdown(wait=True)
 
     def submit(self, request: Messages, max_tokens: int) -> Job | None:
         """Admit a job, or None when the server is full (the caller answers 429)."""
@@ -301,8 +309,20 @@ class Engine:
                 job.done = True
                 if job.timed_out:
                     by_id[job.id].update(status="timeout", http_status=504)
-        if self.store is not None:
-            self.store.add_request_logs(rows)  # committed before any response is released
+        self.finisher.submit(self._finish, batch, rows, results)
+
+    def _finish(self, batch: list[Job], rows: list[dict[str, Any]],
+                results: list[Result]) -> None:
+        """Redact and log a batch, then release its responses."""
+        try:
+            rows = [{k: v if k in _NOT_REDACTED else self.redact(v) for k, v in row.items()}
+                    for row in rows]
+            if self.store is not None:
+                self.store.add_request_logs(rows)  # committed before any response is released
+        except Exception as e:
+            for job in batch:
+                job.future.set_exception(e)
+            return
         for job, res in zip(batch, results, strict=True):
             job.future.set_result(res)
 
@@ -360,22 +380,24 @@ class Engine:
 
     def _row(self, job: Job, res: Result, msgs: Messages | None, raw: str | None,
              context: list[dict[str, Any]] | None, detail: dict[str, Any]) -> dict[str, Any]:
-        s, r = self.served, self.redact
+        s = self.served
         cites = res.citations or ([{k: c.get(k) for k in ("n", "id", "doc_id", "source",
                                                           "score")} for c in context]
                                   if context else None)
         return {"id": job.id, "created": time.time(), "task": s.task, "rung": s.rung,
                 "model": s.model_key, "run_id": s.run_id, "status": res.status,
-                "http_status": res.http_status, "request": r(job.request),
-                "messages": r(msgs), "response": r(res.answer), "raw_output": r(raw),
-                "citations": r(cites), "tokens_in": res.tokens_in,
+                "http_status": res.http_status, "request": job.request,
+                "messages": msgs, "response": res.answer, "raw_output": raw,
+                "citations": cites, "tokens_in": res.tokens_in,
                 "tokens_out": res.tokens_out, "latency_s": time.perf_counter() - job.t0,
-                "error": r(detail.get("error") or res.error), "details": r(detail)}
+                "error": detail.get("error") or res.error, "details": detail}
 
 
 # ---- the app -------------------------------------------------------------------------
-def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str | None = None):
-    """The ASGI app: FastAPI routes wrapped in the Guard (auth, then body limit)."""
+def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str | None = None,
+               host: str = "127.0.0.1"):
+    """The ASGI app: FastAPI routes wrapped in the Guard (Host/Origin, auth, Content-Type,
+    body limit); `host` is the address the server binds, which Host/Origin must name."""
     fastapi = require("fastapi", "serve")
     from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -439,7 +461,7 @@ def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str |
 
     chat.__annotations__["request"] = fastapi.Request  # a local import: resolve it here
     app.post("/v1/chat/completions")(chat)
-    return Guard(app, token, cfg.max_body_bytes)
+    return Guard(app, token, cfg.max_body_bytes, host)
 
 
 def _message(res: Result) -> dict[str, Any]:

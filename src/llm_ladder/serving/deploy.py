@@ -59,6 +59,7 @@ def write_bundle(task: Task, store: Store, run_id: str, out_dir: Path,
 
 
 INPUT = "{{input}}"
+ADAPTER_ID = re.compile(r"[0-9a-f]{6,64}")
 
 
 class _NoIndex:
@@ -193,6 +194,11 @@ def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm",
                   base: str | None) -> dict[str, Any]:
     settings = run["config"].get("settings") or {}
     adapter_id = settings.get("adapter")
+    if adapter_id is not None and not (isinstance(adapter_id, str)
+                                       and ADAPTER_ID.fullmatch(adapter_id)):
+        # the id is joined into the bundle's source and destination paths
+        raise LadderError(f"run {run['id']}: its adapter id {str(adapter_id)[:80]!r} is not an "
+                          "adapter id (hex digits); the run store was edited or is corrupt")
     template = _template(task, run)
     params = template["params"]
     name = task.serve.model_name or f"{task.name}-{run['rung']}".replace("/", "-")

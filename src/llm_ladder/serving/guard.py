@@ -1,13 +1,15 @@
 """Guardrails of `ladder serve`: what protects the server and what checks each answer.
 
-In front of the app (a pure ASGI middleware, so nothing is parsed first): bearer-token auth
-on every route but `/health` (constant-time comparison; a 401 that does not say why) and a
-body-size limit that answers 413 before parsing, whether the client sent Content-Length or
-a chunked body. On each answer: markdown/HTML images are stripped (an image URL can carry
-data out of the conversation when a client renders it), `[n]` citations are checked against
-the retrieved chunks, the answer is validated against a JSON schema, and configured PII
-patterns are redacted from what is logged. Deliberately skipped: rate limits per client,
-TLS (put a reverse proxy in front), content moderation.
+In front of the app (a pure ASGI middleware, so nothing is parsed first): the `Host` and
+`Origin` headers must name the bound address (no DNS rebinding, no cross-site calls from a web
+page into a loopback server), bodies must be `application/json` (a browser cannot send that
+cross-site without a preflight), bearer-token auth on every route but `/health` (constant-time
+comparison; a 401 that does not say why) and a body-size limit that answers 413 before parsing,
+whether the client sent Content-Length or a chunked body. On each answer: markdown/HTML images
+are stripped (an image URL can carry data out of the conversation when a client renders it),
+`[n]` citations are checked against the retrieved chunks, the answer is validated against a
+JSON schema, and configured PII patterns are redacted from what is logged. Deliberately
+skipped: rate limits per client, TLS (put a reverse proxy in front), content moderation.
 """
 
 from __future__ import annotations
@@ -39,6 +41,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_name(authority: str) -> str:
+    """The host of a `Host` header or URL authority, without port or IPv6 brackets."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    if authority.count(":") == 1:
+        return authority.partition(":")[0]
+    return authority
+
+
+def host_allowed(header: str | None, bind: str) -> bool:
+    """Whether a `Host` header names the address the server is bound to. A server on loopback
+    answers only to loopback names (localhost, 127.x, ::1), so a DNS-rebound name
+    (evil.example resolving to 127.0.0.1) is refused; one bound to every address
+    (0.0.0.0, ::) has a bearer token (check_bind) and answers to any name."""
+    if not header:
+        return False
+    if bind in ("", "0.0.0.0", "::"):
+        return True
+    name = _host_name(header)
+    if is_loopback(bind):
+        return is_loopback(name)
+    return name == _host_name(bind)
+
+
+def origin_allowed(origin: str | None, bind: str) -> bool:
+    """Whether a browser's `Origin` header is the server's own (see host_allowed); requests
+    without one (curl, SDKs) pass. `null` (sandboxed frames, file: pages) is refused."""
+    if origin is None:
+        return True
+    scheme, _, authority = origin.strip().partition("://")
+    return scheme.lower() in ("http", "https") and host_allowed(authority.partition("/")[0],
+                                                                bind)
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type header is application/json (parameters such as charset aside).
+    Browsers can send text/plain, form and multipart bodies cross-site without a preflight;
+    application/json needs one, which this server never grants."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json"
+
+
 def check_bind(host: str, token: str | None, token_env: str) -> None:
     """Refuse to listen beyond loopback without a bearer token."""
     if not token and not is_loopback(host):
@@ -63,12 +110,15 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
 
 
 class Guard:
-    """ASGI middleware: auth, then the body limit, then the app with the buffered body."""
+    """ASGI middleware: Host and Origin, auth, Content-Type, then the body limit, then the app
+    with the buffered body."""
 
-    def __init__(self, app: Callable, token: str | None, max_body_bytes: int):
+    def __init__(self, app: Callable, token: str | None, max_body_bytes: int,
+                 host: str = "127.0.0.1"):
         self.app = app
         self.token = token.encode() if token else None
         self.limit = max_body_bytes
+        self.host = host
 
     def authorized(self, scope: Scope) -> bool:
         if self.token is None or scope.get("path") in OPEN_PATHS:
@@ -84,12 +134,24 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = {}
+        for name, value in scope.get("headers") or []:
+            headers.setdefault(name, value.decode("latin-1"))
+        if not (host_allowed(headers.get(b"host"), self.host)
+                and origin_allowed(headers.get(b"origin"), self.host)):
+            return await send_json(send, 403, error_body(
+                "forbidden: the Host or Origin header does not name this server",
+                "permission_error", "bad_host"))
         if not self.authorized(scope):
             return await send_json(send, 401, error_body("unauthorized", "authentication_error",
                                                          "invalid_api_key"),
                                    [(b"www-authenticate", b"Bearer")])
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        if not is_json(headers.get(b"content-type")):
+            return await send_json(send, 415, error_body(
+                "the request body must be sent as Content-Type: application/json",
+                "invalid_request_error", "unsupported_media_type"))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await self._too_large(send)
@@ -120,26 +182,83 @@ class Guard:
 
 
 # ---- answers ---------------------------------------------------------------------------
-_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\s*(\([^)]*\)|\[[^\]]*\])")
-_HTML_IMAGE = re.compile(r"<img\b[^>]*>", re.I)
-_REF_DEF = re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.M)
+_TAG_LIKE = re.compile(r"<[A-Za-z/!?][^<>]*>")  # [^<>]: each `<` is scanned once, linear
+_REF_DEF = re.compile(r"\s*\[[^\]\n]+\]:\s*\S.*")
+
+
+def _markdown() -> Any:
+    from markdown_it import MarkdownIt
+
+    # CommonMark with raw HTML on, as chat UIs and GitHub render it
+    return MarkdownIt("commonmark", {"html": True})
 
 
 def strip_images(text: str) -> tuple[str, int]:
-    """Remove markdown images (inline and reference style) and HTML <img> tags; the alt text
-    stays. Returns the text and how many were removed."""
-    n = 0
+    """Remove everything a markdown renderer or a browser would fetch on its own: images
+    (inline, with nested brackets, reference and shortcut-reference style) and raw HTML
+    (`<img>`, `<svg><image href>`, `<video poster>`, `<link>`, `style` with `url()`...).
+    Returns the text and how many were removed.
 
-    def alt(m: re.Match) -> str:
-        nonlocal n
-        n += 1
-        return m.group(1)
+    The answer is parsed with markdown-it (CommonMark, HTML on), never with regexes: an
+    answer with none of these is returned unchanged; one with any is rendered to plain text
+    (alt text and link text kept, code kept verbatim, HTML tags dropped), which is lossy for
+    formatting but leaves a renderer nothing to load."""
+    tokens = _markdown().parse(text)
+    found = 0
+    for tok in tokens:
+        if tok.type == "html_block":
+            found += 1
+        for child in tok.children or []:
+            if child.type in ("image", "html_inline"):
+                found += 1
+            elif child.type == "text":
+                # image syntax CommonMark leaves as text (a reference whose definition sits
+                # inside the paragraph) that a laxer renderer might still resolve
+                found += child.content.count("![")
+                # HTML that CommonMark declines (`<IMG SRC=a?b=c>`) but a lax one passes
+                found += len(_TAG_LIKE.findall(child.content))
+    if not found:
+        return text, 0
+    return _plain_text(tokens).strip(), found
 
-    text = _MD_IMAGE.sub(alt, text)
-    text, k = _HTML_IMAGE.subn("", text)
-    if n:  # reference-style images point at definitions like "[x]: https://..."
-        text = _REF_DEF.sub("", text)
-    return text, n + k
+
+def _plain_text(tokens: list[Any]) -> str:
+    out: list[str] = []
+    for tok in tokens:
+        kind = tok.type
+        if kind == "inline":
+            out.append(_inline_text(tok.children or []))
+        elif kind in ("fence", "code_block"):
+            out.append(f"```{tok.info.strip()}\n{tok.content}```\n\n")
+        elif kind == "heading_open":
+            out.append("#" * int(tok.tag[1]) + " ")
+        elif kind == "list_item_open":
+            out.append(f"{tok.info}. " if tok.info else "- ")
+        elif kind in ("paragraph_close", "heading_close", "hr") and not tok.hidden:
+            out.append("\n\n")
+        elif kind == "paragraph_close":  # a paragraph inside a tight list item
+            out.append("\n")
+    return "".join(out)
+
+
+def _inline_text(children: list[Any]) -> str:
+    out: list[str] = []
+    for c in children:
+        if c.type == "text":
+            if not _REF_DEF.fullmatch(c.content):  # a definition a lax renderer could use
+                out.append(_TAG_LIKE.sub("", c.content).replace("![", "["))
+        elif c.type == "code_inline":
+            out.append(f"`{c.content}`")
+        elif c.type in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif c.type == "image":
+            out.append(_inline_text(c.children or []))
+        elif c.type in ("em_open", "em_close"):
+            out.append(c.markup)
+        elif c.type in ("strong_open", "strong_close"):
+            out.append(c.markup)
+        # links keep their text; html_inline and the link targets are dropped
+    return "".join(out)
 
 
 def valid_citations(answer: str, context: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
@@ -179,8 +298,12 @@ def check_schema(answer: str, schema: dict[str, Any]) -> tuple[str, str | None]:
 
 
 # ---- redaction -------------------------------------------------------------------------
+# Every built-in pattern runs in linear time on any input (tests/test_hardening_serve.py feeds
+# each one 1 MB adversarial strings): a match can only start where its first character class
+# begins (a lookbehind), and runs are matched possessively (`++`), so no position is scanned
+# more than a bounded number of times. A user's own pattern is the user's responsibility.
 NAMED_PATTERNS = {
-    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    "email": r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+",
     "phone": r"(?<!\w)\+?\d[\d ()-]{7,}\d(?!\w)",
     "ipv4": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
     "credit_card": r"\b(?:\d[ -]?){13,19}\b",

@@ -1,0 +1,96 @@
+"""Files written for others to read: the adapter registry under concurrent trainers, the
+deploy bundle with a tampered run store, and the report (written atomically)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from pathlib import Path
+
+import pytest
+
+from llm_ladder.errors import LadderError
+from llm_ladder.finetune.registry import finish, read_manifest
+
+ROUNDS = 5
+
+
+def _finish(root: str, n: int, barrier, errors) -> None:
+    try:
+        tmp = Path(root) / f"abc123.tmp{n}"
+        tmp.mkdir()
+        (tmp / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+        barrier.wait(30)
+        finish(tmp, Path(root) / "abc123", {"trainer": n}, Path(root) / "no-tokenizer")
+    except Exception:
+        errors.put(traceback.format_exc().strip().splitlines()[-1])
+
+
+def test_concurrent_trainers_finishing_one_adapter(tmp_path: Path) -> None:
+    """Trainers of the same content-addressed adapter finish together: one folder wins, the
+    others are discarded; none fails (the old exists-then-rename raised ENOTEMPTY)."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for round_ in range(ROUNDS):
+        root = tmp_path / f"r{round_}"
+        root.mkdir()
+        barrier = ctx.Barrier(8)
+        procs = [ctx.Process(target=_finish, args=(str(root), n, barrier, errors))
+                 for n in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.name for p in root.iterdir()] == ["abc123"]
+        assert read_manifest(root / "abc123")["trainer"] in range(8)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+
+
+@pytest.mark.parametrize("bad", ["../../../../outside", "/etc", "abc/../../x", "", "..",
+                                 "ABC123"])
+def test_deploy_refuses_an_adapter_id_that_is_a_path(tmp_path: Path, bad: str) -> None:
+    from llm_ladder.serving.deploy import write_bundle
+    from llm_ladder.store import Store
+    from llm_ladder.task import load_task
+    from llm_ladder.testing import write_task
+
+    rows = [{"id": f"r{i}", "input": f"q{i}", "output": "yes"} for i in range(4)]
+    task = load_task(write_task(tmp_path / "t", rows, answers=["yes"]))
+    store = Store(task.state_dir / "runs.db")
+    run = store.create_run(task.name, "lora", "default", "test",
+                           {"settings": {"adapter": bad}}, {})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(LadderError, match="is not an adapter id"):
+        write_bundle(task, store, run, tmp_path / "bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written anywhere
+
+
+def test_a_failed_report_write_leaves_the_previous_report(tmp_path: Path, monkeypatch) -> None:
+    """Both pages are rendered before either is written, and each is renamed into place: a
+    failure while rendering the Markdown leaves the previous report.html as it was (the old
+    code had already overwritten it), and no temporary file stays behind."""
+    from test_decide import answers, make_task, store_run
+
+    import llm_ladder.report as report
+    from llm_ladder.store import Store
+    from llm_ladder.task import load_task
+
+    task = load_task(make_task(tmp_path / "t"))
+    store = Store(task.state_dir / "runs.db")
+    store_run(store, task, "zero-shot", answers(30, set(range(20))), latency=0.05)
+    html_path, md_path = report.write_report(task, store, "L1", tmp_path / "out")
+    assert "<html" in html_path.read_text().lower() and md_path.read_text()
+    html_path.write_text("the previous report", encoding="utf-8")
+
+    def broken(data):
+        raise RuntimeError("disk full while rendering")
+
+    monkeypatch.setattr(report, "render_markdown", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.write_report(task, store, "L1", tmp_path / "out")
+    assert html_path.read_text() == "the previous report"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html",
+                                                                      "report.md"]

@@ -37,6 +37,9 @@ def test_climb_stops_at_the_first_rung_that_meets_the_bar(tmp_path):
     assert any("not run: system-prompt" in n for n in result.recommendation["notes"])
     doc = result.to_dict()
     assert list(doc)[:3] == ["task", "ladder_id", "model"] and "repeat" not in doc
+    base = result.recommendation["baselines"]  # label task: the rows a rung must beat
+    assert [b["baseline"] for b in base] == ["majority", "uniform"]
+    assert base[0]["quality"]["value"] < 0.7 and "predictions" not in base[0]
 
 
 def test_climb_all_runs_every_rung_and_a_failing_ladder_stops_nowhere(tmp_path):

@@ -254,3 +254,28 @@ def test_recommendation_is_json_serialisable(setup):
     task, store = setup()
     a = store_run(store, task, "zero-shot", answers(20, set()))
     json.dumps(recommend(task, [a], store))
+
+
+def _analysis(failed: int, fmt: int) -> dict:
+    return {"categories": {"wrong label": failed - fmt}
+            | ({"format error (output names no label)": fmt} if fmt else {}),
+            "failed": failed, "format_errors": fmt, "truncated": 0, "unscored": {}}
+
+
+def test_advice_knows_what_ran_and_what_the_task_is(tmp_path):
+    from llm_ladder.decide import suggestions
+    from llm_ladder.testing import write_task
+
+    rows = [{"id": f"r{i}", "input": f"q {i}", "output": "ab"[i % 2]} for i in range(10)]
+    label = load_task(write_task(tmp_path / "label", rows, metric="accuracy"))
+    text = load_task(write_task(tmp_path / "text", rows, metric="token_f1"))
+    best = {"rung": "zero-shot"}
+    early = " ".join(suggestions(label, best, _analysis(10, 8), ["zero-shot"]))
+    assert "try few-shot-nearest or lora" in early
+    late = " ".join(suggestions(label, best, _analysis(10, 8),
+                                ["zero-shot", "few-shot-nearest", "lora"]))
+    assert "try" not in late and "ran and did not teach it" in late
+    wrong = " ".join(suggestions(label, best, _analysis(10, 0), ["zero-shot", "lora"]))
+    assert "[corpus]" not in wrong and "try few-shot-nearest," in wrong  # a closed label set
+    facts = " ".join(suggestions(text, best, _analysis(10, 0), ["zero-shot"]))
+    assert "add a [corpus]" in facts

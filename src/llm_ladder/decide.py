@@ -369,6 +369,11 @@ def error_analysis(preds: list[dict[str, Any]], metric: str) -> dict[str, Any]:
             "wrong_fields": {f: n for f, n in fields.most_common(5) if n}}
 
 
+def _not_run(rungs: Sequence[str], ran: Sequence[str]) -> list[str]:
+    """The rungs of `rungs` the ladder has not run: advice never repeats what was tried."""
+    return [r for r in rungs if r not in ran]
+
+
 def suggestions(task: Task, best: dict[str, Any], analysis: dict[str, Any],
                 ran: list[str]) -> list[str]:
     """What the evidence suggests, one sentence each."""
@@ -382,20 +387,33 @@ def suggestions(task: Task, best: dict[str, Any], analysis: dict[str, Any],
     failed = analysis["failed"] - gen
     fmt = analysis["format_errors"]
     if failed and fmt * 2 >= failed:
+        teach = _not_run(("few-shot-nearest", "lora"), ran)
         out.append(f"{fmt} of {failed} failures of {best['rung']} are format errors "
                    f"({', '.join(c for c in analysis['categories'] if c in FORMAT_KINDS)}): "
-                   "the model does not produce the expected form; few-shot examples or "
-                   "fine-tuning (lora) teach it"
+                   "the model does not produce the expected form; "
+                   + (f"rungs that teach the form by example have not run yet: try "
+                      f"{' or '.join(teach)}" if teach else
+                      "few-shot-nearest and lora ran and did not teach it: more or cleaner "
+                      "train examples (`ladder check` lists conflicting and likely mislabelled "
+                      "ones), or a larger model")
                    + ("; truncated outputs need a larger generation.max_tokens"
                       if analysis["truncated"] else "") + ".")
     elif failed:
         has_rag = any(r in ran for r in ("rag", "few-shot-rag"))
+        learn = _not_run(("few-shot-nearest", "lora"), ran)
+        from_examples = (f"try {' or '.join(learn)}, which learn the mapping from the train "
+                         "examples" if learn else
+                         "few-shot-nearest and lora ran: more labelled examples, or cleaner "
+                         "ones (`ladder check` lists conflicting and likely mislabelled ones)")
+        closed = output_kind(task.metric.name) == "label"  # a label set: no facts to look up
         out.append(f"{failed - fmt} of {failed} failures of {best['rung']} are well-formed "
-                   "but wrong answers: a knowledge gap or a mapping the model has not learned; "
-                   + ("the RAG rungs did not close it, so check retrieval (recall@k) or "
-                      "fine-tune on examples." if has_rag else
-                      "if the answers are in documents, add a [corpus] and run the RAG rungs; "
-                      "if they follow from examples, try few-shot-nearest or fine-tuning."))
+                   "but wrong answers: "
+                   + ("a mapping the model has not learned; " + from_examples + "." if closed
+                      else "a knowledge gap or a mapping the model has not learned; "
+                      + ("the RAG rungs did not close it, so check retrieval (recall@k); "
+                         if has_rag else "if the answers are in documents, add a [corpus] "
+                         "and run the RAG rungs; ") + "if they follow from examples, "
+                      + from_examples + "."))
     if analysis["unscored"]:
         n = sum(analysis["unscored"].values())
         out.append(f"{n} prediction(s) of {best['rung']} could not be scored ("

@@ -83,7 +83,8 @@ def _climb(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
         print(json.dumps(result.to_dict(), indent=2))
         return result
     rec = result.recommendation
-    out.print(summary_table(result.rungs, title))
+    # label tasks: the trivial baselines a rung must beat, scored on the same test split
+    out.print(summary_table([*result.rungs, *rec.get("baselines", [])], title))
     for s in result.rungs:
         if s.get("rag"):
             out.print(f"{esc(s['rung'])}: " + _rag_line(s["rag"]), highlight=False)

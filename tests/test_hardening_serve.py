@@ -117,8 +117,13 @@ def test_serve_refuses_a_rebound_host(app_port, host: str) -> None:
         headers["Host"] = host.format(port=port)
     for method, path, body in (("GET", "/v1/models", None), ("GET", "/health", None),
                                ("POST", "/v1/chat/completions", BODY)):
-        status, _ = request(port, method, path, body, headers)
-        # no Host at all is a malformed HTTP/1.1 request: uvicorn's parser answers 400 first
+        try:
+            status, _ = request(port, method, path, body, headers)
+        except ConnectionResetError:
+            # no Host at all is a malformed HTTP/1.1 request: uvicorn's parser answers 400 and
+            # closes at once, so with a body still unread the client may see the reset first
+            assert not host, (host, path)
+            continue
         assert status == (403 if host else 400), (host, path, status)
     for good in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
         assert request(port, "GET", "/v1/models", None, {"Host": good})[0] == 200

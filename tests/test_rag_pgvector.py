@@ -366,3 +366,30 @@ def test_closed_store_refuses_work(pg_url: str, name: str) -> None:
     s.close()
     with pytest.raises(LadderError, match="closed"):
         s.count()
+
+
+# ------------------------------------------------------------------------------------------
+# SQL corpus source against the same real server (the test role is a superuser, the worst
+# case: only the query check and the transaction stand between a task file and the server)
+# ------------------------------------------------------------------------------------------
+
+def test_sql_source_refuses_server_file_reads_and_stops_slow_queries(pg_url: str) -> None:
+    from llm_ladder.rag.sources import load_sql
+
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    docs, problems = load_sql(url, "SELECT 'a row' AS body", "body")
+    assert [d.text for d in docs] == ["a row"] and problems == []
+    # a superuser may read the server's files: the query never reaches the server
+    docs, problems = load_sql(url, "SELECT pg_read_file('PG_VERSION') AS body", "body")
+    assert docs == [] and len(problems) == 1
+    assert problems[0].message.startswith("query refused:") and "pg_read_file" in (
+        problems[0].message)
+    # writes are refused by the server inside the read-only transaction
+    docs, problems = load_sql(url, "SELECT nextval('no_such_seq') AS body", "body")
+    assert docs == [] and len(problems) == 1
+    # a query that runs for ever is cut by statement_timeout
+    t0 = time.monotonic()
+    docs, problems = load_sql(url, "SELECT 'x' AS body FROM generate_series(1, 10000000000) g "
+                                   "WHERE g < 0", "body", query_timeout_s=1.0)
+    assert time.monotonic() - t0 < 15
+    assert docs == [] and len(problems) == 1 and "statement timeout" in problems[0].message

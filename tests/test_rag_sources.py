@@ -128,9 +128,35 @@ def test_sql_non_select_queries_are_refused_before_running(db: Path, query: str)
     ("INSERT INTO docs VALUES (1)", False),
     ("SELECT * FROM docs FOR UPDATE", False),
     ("", False),
+    # escapes from the read-only transaction or the database itself
+    ("SELECT dblink_exec('dbname=x', 'DROP TABLE docs') AS body", False),
+    ("SELECT * FROM DBLINK('dbname=x', 'SELECT 1') AS t(body text)", False),
+    ("SELECT pg_read_file('/etc/passwd') AS body", False),
+    ("SELECT lo_export(1, '/tmp/x') AS body", False),
+    ("SELECT pg_sleep(1e9) AS body", False),
+    ("SELECT 'pg_read_file' AS body", True),  # inside a string literal: harmless
 ])
 def test_read_only_check(query: str, ok: bool) -> None:
     assert (check_read_only(query) is None) is ok
+
+
+def test_sql_query_that_never_ends_is_one_problem_not_a_hang(db: Path) -> None:
+    endless = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+               "SELECT 'row ' || x AS body FROM n")
+    t0 = time.monotonic()
+    docs, problems = load_sql(sqlite_url(db), endless, "body", None, None, 10,
+                              query_timeout_s=1.0)
+    assert time.monotonic() - t0 < 10
+    assert docs == [] and len(problems) == 1
+    assert "ran past 1 s" in problems[0].message
+    # a slow statement (no rows yet) is interrupted by SQLite's progress handler
+    slow = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+            "SELECT count(*) AS body FROM n")
+    t0 = time.monotonic()
+    docs, problems = load_sql(sqlite_url(db), slow, "body", None, None, 10,
+                              query_timeout_s=1.0)
+    assert time.monotonic() - t0 < 10
+    assert docs == [] and len(problems) == 1 and "interrupted" in problems[0].message
 
 
 def test_sql_bad_query_is_one_problem(db: Path) -> None:

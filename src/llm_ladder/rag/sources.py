@@ -6,11 +6,13 @@ row: id `sql:<id_column value>` (or `sql:row<N>`, N counting result rows from 1)
 with its password shown as `***`. The query is refused before it reaches the database unless it
 is a single SELECT or WITH statement without data-changing keywords; it then runs in a
 transaction that is rolled back, read-only where the dialect offers it (SQLite `query_only`,
-PostgreSQL `SET TRANSACTION READ ONLY`). A SQLite file that does not exist is reported rather
-than created. A bad URL, an unknown or missing driver, an unreachable database or a failing
-query is one `SourceProblem`, never a traceback, and no message carries the password. Rows with
-an empty or NULL text, or a NULL or repeated id, are reported and skipped; rows past `max_rows`
-are counted and reported, not loaded.
+PostgreSQL `SET TRANSACTION READ ONLY`), with a time budget; functions known to act outside that
+transaction or on the server's files (dblink, pg_read_file, lo_export, ...) are refused. A
+SQLite file that does not exist is reported rather than created. A bad URL, an unknown or
+missing driver, an unreachable database or a failing query is one `SourceProblem`, never a
+traceback, and no message carries the password. Rows with an empty or NULL text, or a NULL or
+repeated id, are reported and skipped; rows past `max_rows` are counted and reported, not
+loaded.
 
 `load_urls` fetches http(s) URLs with httpx (GET only): other schemes are refused, redirects are
 followed by hand (at most 5, each target checked to be http(s)), the body is streamed and given
@@ -64,6 +66,20 @@ PDF_TYPES = {"application/pdf"}
 # Words by which a statement that starts with SELECT or WITH can still change data: a
 # data-modifying CTE (PostgreSQL), SELECT ... INTO a new table, SELECT ... FOR UPDATE.
 _WRITE_WORDS = {"insert", "update", "delete", "merge", "into"}
+# Functions that act outside the read-only transaction or outside the database: dblink opens
+# its own connection (not covered by SET TRANSACTION READ ONLY), the file and large-object
+# functions read or write the server's files, and the others signal, reconfigure or stall
+# the server. A read-only database role is still the real boundary; this list catches the
+# well-known escapes before the query reaches a server where the role is too strong.
+_ESCAPE_FUNCTIONS = {
+    "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
+    "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "lo_import", "lo_export",
+    "lo_from_bytea", "lo_put", "lo_unlink", "pg_file_write", "pg_terminate_backend",
+    "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile", "set_config", "pg_sleep",
+    "pg_sleep_for", "pg_sleep_until", "pg_advisory_lock", "pg_advisory_xact_lock",
+    "load_extension", "writefile", "readfile", "edit", "fts3_tokenizer",
+}
+_ESCAPE_PREFIXES = ("dblink",)
 _SQL_TOKEN = re.compile(
     r"""--[^\n]*            # line comment
       | /\*.*?(?:\*/|\Z)    # block comment
@@ -114,17 +130,25 @@ def check_read_only(query: str) -> str | None:
     if bad:
         return (f"the query contains {', '.join(w.upper() for w in bad)}; only read-only "
                 "SELECT/WITH queries are run")
+    escapes = sorted({w for w in words
+                      if w in _ESCAPE_FUNCTIONS or w.startswith(_ESCAPE_PREFIXES)})
+    if escapes:
+        return (f"the query calls {', '.join(escapes)}, which can act outside a read-only "
+                "transaction or the database; use a read-only role and plain SELECTs")
     return None
 
 
 def load_sql(url: str, query: str, text_column: str, id_column: str | None = None,
              meta_columns: list[str] | None = None, max_rows: int = DEFAULT_MAX_ROWS, *,
-             connect_timeout_s: float = 10) -> Result:
+             connect_timeout_s: float = 10, query_timeout_s: float = 300) -> Result:
     """One document per row of `query` run against the database at `url` (a SQLAlchemy URL).
 
     The text comes from `text_column`, the id from `id_column` (else the row number), and
     `meta_columns` are kept in `meta['fields']`. Never raises for a bad URL, driver, database
     or query: those come back as a single problem naming the source with its password hidden.
+    `query_timeout_s` bounds the query and the counting of rows past `max_rows` (PostgreSQL
+    `statement_timeout`, SQLite's progress handler, and a clock around the fetches), so a
+    query that never ends is one problem, not a hang.
     """
     if max_rows < 1:
         raise LadderError(f"max_rows must be at least 1, got {max_rows}")
@@ -185,10 +209,16 @@ def load_sql(url: str, query: str, text_column: str, id_column: str | None = Non
         with conn:
             try:
                 tx = conn.begin()
+                deadline = time.monotonic() + query_timeout_s
                 if backend == "sqlite":
                     conn.exec_driver_sql("PRAGMA query_only = ON")
+                    raw = conn.connection.driver_connection
+                    # a non-zero return aborts the statement ("interrupted")
+                    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
                 elif backend == "postgresql":
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                    conn.exec_driver_sql(
+                        f"SET LOCAL statement_timeout = {max(1, round(query_timeout_s * 1000))}")
                 result = conn.execution_options(stream_results=True).exec_driver_sql(query)
                 if not result.returns_rows:
                     tx.rollback()
@@ -203,6 +233,10 @@ def load_sql(url: str, query: str, text_column: str, id_column: str | None = Non
                 rows = result.fetchmany(max_rows)
                 left_out = 0
                 while True:
+                    if time.monotonic() > deadline:
+                        tx.rollback()
+                        return fail(f"the query ran past {query_timeout_s:g} s (counting the "
+                                    f"rows past max_rows = {max_rows})")
                     more = result.fetchmany(10_000)
                     if not more:
                         break

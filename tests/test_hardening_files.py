@@ -49,6 +49,36 @@ def test_concurrent_trainers_finishing_one_adapter(tmp_path: Path) -> None:
     assert failures == []
 
 
+def test_a_trainer_finishing_in_the_gap_before_our_rename(tmp_path: Path, monkeypatch) -> None:
+    """The interleaving the 8-process test can only hit by luck, forced: another trainer's
+    folder appears after any existence check of ours and before our rename. The old
+    exists-then-rename raised ENOTEMPTY here; finish must keep the other folder and drop ours."""
+    final = tmp_path / "abc123"
+    tmp = tmp_path / "abc123.tmp1"
+    tmp.mkdir()
+    (tmp / "adapter_model.safetensors").write_bytes(b"ours")
+    real_exists = Path.exists
+
+    def other_finishes_now(self: Path, *a, **k) -> bool:
+        if self == final and not real_exists(final):
+            final.mkdir()  # the other trainer renames its folder into place right now
+            (final / "manifest.json").write_text('{"trainer": "other"}')
+            return False  # ... after our check saw nothing
+        return real_exists(self, *a, **k)
+
+    monkeypatch.setattr(Path, "exists", other_finishes_now)
+    real_rename = Path.rename
+
+    def rename_after_the_other(self: Path, target):
+        other_finishes_now(Path(target))  # whether or not we checked first, it wins the race
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_after_the_other)
+    finish(tmp, final, {"trainer": "us"}, tmp_path / "no-tokenizer")
+    assert read_manifest(final) == {"trainer": "other"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123"]
+
+
 @pytest.mark.parametrize("bad", ["../../../../outside", "/etc", "abc/../../x", "", "..",
                                  "ABC123"])
 def test_deploy_refuses_an_adapter_id_that_is_a_path(tmp_path: Path, bad: str) -> None:

@@ -47,3 +47,76 @@ def test_the_known_bad_releases_cannot_be_installed_through_the_lock(tmp_path: P
         refused = pip_dry_run(tmp_path, spec, "-c", str(LOCK))
         assert refused.returncode != 0, refused.stdout
         assert "conflict" in (refused.stdout + refused.stderr).lower()
+
+
+# ------------------------------------------------------------------------------------------
+# The hashed locks (locks/*.txt, `make lock`): what `make install` and `make install-dev`
+# install, in pip's --require-hashes mode
+# ------------------------------------------------------------------------------------------
+
+LOCKS = sorted((ROOT / "locks").glob("*.txt"))
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\]+)")
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of each requirement in a pip requirements file."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = PIN.match(line)
+        assert m, f"{path.name}: not a pinned requirement: {line!r}"
+        out[norm(m.group(1))] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return out
+
+
+def test_every_locked_requirement_is_pinned_hashed_and_agrees_with_the_lock() -> None:
+    assert {p.name for p in LOCKS} == {"core.txt", "dev.txt", "data.txt", "llama.txt"}
+    pins = {norm(m.group(1)): m.group(2) for line in LOCK.read_text().splitlines()
+            if (m := PIN.match(line))}
+    for path in LOCKS:
+        reqs = requirements(path)
+        assert reqs, path
+        for name, (version, hashes) in reqs.items():
+            assert hashes, f"{path.name}: {name} has no hash"
+            if name in pins:
+                assert version == pins[name], (path.name, name, version, pins[name])
+        assert "litellm" not in reqs or reqs["litellm"][0] not in {"1.82.7", "1.82.8"}
+    dev = requirements(ROOT / "locks" / "dev.txt")
+    core = requirements(ROOT / "locks" / "core.txt")
+    assert set(core) <= set(dev) and all(dev[n][0] == core[n][0] for n in core)
+
+
+def test_the_makefile_installs_third_party_code_only_through_hashes() -> None:
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    installs = [line.strip() for line in make.splitlines()
+                if re.search(r"\$\(PIP\) (install|wheel)", line)]
+    assert installs
+    for line in installs:
+        # our own package and the wheel built from the hashed llama sdist carry no deps
+        own = "-e ." in line or "$(WHEELS)/llama_cpp_python" in line
+        assert "--no-deps" in line, line
+        assert own or "--require-hashes" in line, line
+
+
+def test_a_file_that_does_not_match_its_locked_hash_is_refused(tmp_path: Path) -> None:
+    name, (version, _) = next(iter(requirements(ROOT / "locks" / "data.txt").items()))
+    fake_wheel(tmp_path, name.replace("-", "_"), version)  # same name and version, other bytes
+    locked = [line for line in (ROOT / "locks" / "data.txt").read_text().splitlines()
+              if norm(PIN.match(line).group(1)) == name]
+    req = tmp_path / "req.txt"
+    req.write_text(locked[0] + "\n")
+    plain = pip_dry_run(tmp_path, f"{name}=={version}")
+    assert plain.returncode == 0, plain.stderr  # a plain pin takes the tampered file
+    refused = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
+                              "--ignore-installed", "--no-index", "--find-links", str(tmp_path),
+                              "--disable-pip-version-check", "--require-hashes", "-r", str(req)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "do not match the hashes" in (refused.stdout + refused.stderr).lower()

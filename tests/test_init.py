@@ -4,13 +4,21 @@ hand edit (the scripted model answers, so the run takes seconds), plus the infer
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import ladder
+from helpers import LADDER, ladder
 
-from llm_ladder.init import infer_kind, infer_schema
+from llm_ladder.errors import LadderError
+from llm_ladder.init import infer_kind, infer_schema, init_task
 
 CITIES = ["Lund", "Malmö", "Umeå", "Kiruna", "Visby", "Borås"]
 
@@ -119,3 +127,89 @@ def test_split_is_sized_by_the_power_calculation(tmp_path: Path) -> None:
     inf = infer_task(tmp_path / "tb", big, bar=0.8)
     assert inf.split["test"] < 0.5
     assert inf.power["min_margin"] <= 0.10
+
+
+def run_in_terminal(args: list[Any], dialogue: list[tuple[str, str]],
+                    timeout: float = 120) -> tuple[int, str]:
+    """Run `ladder ARGS` under a pseudo-terminal (stdin is a TTY), answering each prompt in
+    `dialogue` — (text the prompt contains, answer) — once it appears. Returns (exit code,
+    everything the terminal showed, ANSI codes stripped)."""
+    env = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.execve(LADDER[0], [*LADDER, *map(str, args)], env)
+    seen, step, mark, deadline = "", 0, 0, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", chunk.decode(errors="replace"))
+            if step < len(dialogue) and dialogue[step][0] in seen[mark:].rsplit("\n", 1)[-1]:
+                os.write(fd, (dialogue[step][1] + "\n").encode())
+                step, mark = step + 1, len(seen)  # the next prompt comes after this one
+        else:
+            os.kill(pid, 9)
+            raise AssertionError(f"ladder {args} did not finish; the terminal showed:\n{seen}")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert step == len(dialogue), f"only {step} prompts answered:\n{seen}"
+    return os.waitstatus_to_exitcode(status), seen
+
+
+def test_init_asks_on_a_terminal_and_flags_skip_the_questions(tmp_path: Path) -> None:
+    data, _ = write_bare(tmp_path / "raw", rows_of("labels"))
+    task = tmp_path / "task"
+    code, screen = run_in_terminal(
+        ["init", task, "--examples", data],
+        [("metric [", "macro_f1"),
+         ("label set", "billing, heating, water, plumbing"),  # one with no example yet
+         ("quality bar", "1.5"), ("quality bar", "0.75"),     # out of range: asked again
+         ("model backend", "")])                              # Enter: the proposal
+    assert code == 0, screen
+    assert "a labels task" in screen and "between 0 and 1" in screen
+    raw = tomllib.loads((task / "task.toml").read_text())
+    assert raw["metric"] == {"name": "macro_f1",
+                             "labels": ["billing", "heating", "plumbing", "water"]}
+    assert raw["bar"] == 0.75
+    assert raw["models"]["default"]["backend"] == "local"
+    # the flags answer the questions: only the model is asked
+    code, screen = run_in_terminal(
+        ["init", task, "--examples", data, "--force", "--metric", "accuracy", "--labels",
+         "billing,heating,water", "--bar", "0.6"], [("model backend", "openai"),
+                                                    ("model name", "gpt-4o-mini")])
+    assert code == 0, screen
+    raw = tomllib.loads((task / "task.toml").read_text())
+    assert raw["metric"]["name"] == "accuracy" and raw["bar"] == 0.6
+    assert raw["models"]["default"] == {"backend": "openai", "name": "gpt-4o-mini"}
+
+
+def test_init_never_asks_without_a_terminal(tmp_path: Path) -> None:
+    """stdin is an open pipe nobody writes to: a prompt would wait forever."""
+    data, _ = write_bare(tmp_path / "raw", rows_of("labels"))
+    proc = subprocess.Popen([*LADDER, "init", str(tmp_path / "task"), "--examples", str(data)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=120)  # stdin stays open: only a process that never reads ends
+    finally:
+        proc.kill()
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.returncode == 0, stderr
+    assert "metric [" not in stdout + stderr and "quality bar" not in stdout + stderr
+    raw = tomllib.loads((tmp_path / "task" / "task.toml").read_text())
+    assert raw["metric"]["name"] == "accuracy" and raw["bar"] == 0.8  # the proposals
+
+
+def test_given_metric_and_labels_are_checked_against_the_data(tmp_path: Path) -> None:
+    data, _ = write_bare(tmp_path / "raw", rows_of("labels"))
+    with pytest.raises(LadderError, match="does not fit a labels task"):
+        init_task(tmp_path / "t", data, metric="token_f1")
+    with pytest.raises(LadderError, match="missing: water"):
+        init_task(tmp_path / "t", data, labels=["billing", "heating"])

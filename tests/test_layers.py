@@ -14,11 +14,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first; a module's layer is the one of its longest matching prefix
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "plugins", "task", "data", "splits", "store", "stats", "results",
-                    "workers", "models"]),
-    ("mechanics", ["metrics", "costs", "embedding", "rag", "tools", "finetune"]),
+                    "workers", "models", "ppi"]),
+    ("mechanics", ["metrics", "costs", "embedding", "rag", "tools", "finetune", "curve",
+                   "optimize", "judging"]),
     ("rungs", ["rungs"]),
     ("library", ["session", "evaluate", "decide", "ladder", "tuning", "report", "serving",
-                 "testing", "init", "audit"]),
+                 "testing", "init", "audit", "judge_check"]),
     ("cli", ["cli", "__main__"]),
 ]
 

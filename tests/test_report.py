@@ -14,6 +14,8 @@ import pytest
 from helpers import LADDER, free_port, ladder
 from test_decide import answers, make_task, store_run
 
+from llm_ladder.audit import Audit, Suspect, save_audit
+from llm_ladder.decide import baselines
 from llm_ladder.errors import LadderError
 from llm_ladder.report import collect, compare_runs, write_report
 from llm_ladder.report.markdown import render_markdown
@@ -113,6 +115,33 @@ def test_report_renders_offline_in_chromium(ladder_dir, browser):
     assert "**Recommendation:** Ship few-shot-nearest" in md
 
 
+def test_report_draws_the_baseline_rows_passed_from_the_climb(ladder_dir, browser):
+    """Label metric: the majority-class and uniform rows the climb computed are drawn under the
+    rungs, styled as baselines, with their exact interval and the paired test the recommended
+    rung passed against the majority row (here the train split's majority is "no")."""
+    task = load_task(ladder_dir)
+    refs = {f"e{i:03d}": "yes" for i in range(30)}
+    rows = baselines(["no"] * 7 + ["yes"] * 3, refs, "accuracy", ["yes", "no"])
+    html_path, md_path = write_report(task, Store(task.state_dir / "runs.db"), "L1",
+                                      ARTIFACTS / "report-baselines", baselines=rows)
+    page, problems = open_page(browser, html_path.as_uri())
+    assert page.locator("#ladder-table tr.rung-row").count() == 3
+    base = page.locator("#ladder-table tr.baseline-row")
+    assert base.count() == 2
+    majority = page.locator('tr.baseline-row[data-baseline="majority"]').inner_text()
+    assert majority.startswith("baseline: majority class (no)")
+    assert "0.000 [0.000, 0.116]" in majority  # 0 of 30: exact Clopper–Pearson
+    # few-shot-nearest (30/30) against the majority row (0/30): McNemar on 30 discordant pairs
+    assert "-1.000 [" in majority and f"McNemar p={0.5 ** 30:.3g}" in majority
+    assert "few-shot-nearest better, one-sided" in majority
+    assert "baseline: uniform random label" in base.nth(1).inner_text()
+    assert page.locator("tr.baseline-row td").first.evaluate(
+        "c => getComputedStyle(c).fontStyle") == "italic"
+    assert problems == []
+    assert "| *baseline: majority class (no)* | — | 0.000 [0.000, 0.116] | 30 |" in \
+        md_path.read_text()
+
+
 def test_markdown_neutralises_pipes_and_newlines(ladder_dir):
     task = load_task(ladder_dir)
     data = collect(task, Store(task.state_dir / "runs.db"), "L1")
@@ -198,3 +227,29 @@ def test_ui_serves_reports_and_comparisons(ladder_dir, browser):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_report_shows_the_stored_data_audit(ladder_dir):
+    """`ladder check` stores its audit; the report (and so the web view) shows it, says when
+    the data changed since, and says how to get one when there is none."""
+    task = load_task(ladder_dir)
+    store = Store(task.state_dir / "runs.db")
+    html_path, _ = write_report(task, store, "L1")
+    assert "No data audit stored for this task" in html_path.read_text()
+    rep = Audit(30, conflicts=[{"kind": "near", "ids": ["e1", "e9"], "outputs": ["yes", "no"],
+                                "detail": "Jaccard 0.91"}],
+                rare_labels={"maybe": 1}, one_split_labels={"maybe": "train only (never "
+                                                                     "tested)"},
+                suspects=[Suspect("e4", "no", "yes", 0.87, 0.05, "is <b>this</b> ok?",
+                                  "x.jsonl:5")])
+    save_audit(task, rep)
+    page = write_report(task, store, "L1")[0].read_text()
+    section = page[page.index("<h2>Data audit</h2>"):page.index("<h2>Examples</h2>")]
+    assert "Likely mislabelled: 1" in section and "<td class=l>e4</td>" in section
+    assert "<td class=l>yes</td><td class=l>0.87</td><td class=l>0.05</td>" in section
+    assert "is &lt;b&gt;this&lt;/b&gt; ok?" in section  # escaped
+    assert "e1 → yes<br>e9 → no" in section and "Rare labels" in section
+    assert "changed since this audit" not in section
+    data = ladder_dir / "data" / "x.jsonl"
+    data.write_text(data.read_text() + '{"id": "b", "input": "r", "output": "no"}\n')
+    assert "changed since this audit" in write_report(task, store, "L1")[0].read_text()

@@ -16,7 +16,9 @@ The reasons name the tests, p-values, effects with intervals and what the dearer
 
 When no rung passes, the result names the closest rung, analyses its failures by kind and
 says how many test examples the corrected test needs (`power_report`). Skipped: weighing cost
-against quality on one score (the bar and budgets are the rule), prediction-powered inference.
+against quality on one score (the bar and budgets are the rule). A judged rung (docs/judge.md)
+is tested on its prediction-powered interval when human scores exist, and refused while its
+judge's agreement with humans is unknown or below the task's floor (`judge_trust_check`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from llm_ladder.costs import (
     ownership,
     price_for,
 )
+from llm_ladder.curve import advice_for as curve_advice
 from llm_ladder.errors import LadderError
-from llm_ladder.metrics import LabelAccuracy, MacroF1, build_metric, output_kind
+from llm_ladder.metrics import LabelAccuracy, MacroF1, build_metric, metric_needs, output_kind
 from llm_ladder.stats import (
     Paired,
     counted_score,
@@ -140,6 +143,23 @@ def unscored_check(task: Task, s: Mapping[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
+def judge_trust_check(task: Task, s: Mapping[str, Any]) -> tuple[bool, str]:
+    """A rung scored by a judge (a metric that needs one) is recommended only when the judge's
+    agreement with human scores is known and at least `judge.agreement_floor` (the point
+    estimate; the report shows its interval). Unknown agreement (no human scores) refuses."""
+    if "judge" not in metric_needs(task.metric.name):
+        return True, ""
+    j = s.get("judge") or {}
+    floor = task.judge.agreement_floor if task.judge is not None else None
+    if not j.get("ok"):
+        why = j.get("why") or "no judge-check in this run's summary"
+        return False, (f"the judge is not trusted: {why}"
+                       + (f" (agreement floor {floor:.2f})" if floor is not None and
+                          "floor" not in why else "")
+                       + "; a judged rung is not recommended (`ladder judge-check`)")
+    return True, ""
+
+
 def _metric(task: Task) -> Any:
     try:
         return build_metric(task.metric.name, task.metric.labels)
@@ -182,6 +202,10 @@ class _Evidence:
 
     def _compute(self, s: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
         bar, q = self.task.bar, dict(s["quality"])
+        ppi = (s.get("judge") or {}).get("ppi")  # human scores exist: the PPI interval decides
+        if ppi and ppi.get("value") is not None and ppi.get("bar") == bar:
+            return ({k: ppi[k] for k in ("value", "low", "high", "n")}
+                    | {"method": ppi["method"]}, ppi.get("p_bar"))
         p = self.preds(s)
         if p is not None and self.metric is not None:
             qual, _ = run_quality(p, self.metric, bar)
@@ -241,10 +265,13 @@ def passing(task: Task, summaries: Sequence[Mapping[str, Any]], planned: int | N
             continue
         ok, why = budget_check(task, s)
         ok_u, why_u = unscored_check(task, s)
+        ok_j, why_j = judge_trust_check(task, s)
         if not ok:
             notes.append(f"{s['rung']}: {q_text(q)} — {why}")
         elif not ok_u:
             notes.append(f"{s['rung']}: {q_text(q)} — {why_u}; it cannot be recommended")
+        elif not ok_j:
+            notes.append(f"{s['rung']}: {q_text(q)} — {why_j}")
         elif p is None:
             notes.append(f"{s['rung']}: {q_text(q)} — no test against the bar is possible "
                          "(no stored predictions and no p-value in the summary)")
@@ -261,7 +288,7 @@ def passing(task: Task, summaries: Sequence[Mapping[str, Any]], planned: int | N
                                  f"majority-class baseline {q_text(majority['quality'])} "
                                  f"({test_text(t)}; needs p ≤ {rung_alpha(m):.3g})")
                     p = None
-        ps.append(p if ok and ok_u else None)
+        ps.append(p if ok and ok_u and ok_j else None)
     rejected = holm(ps, m)
     for s, p, r in zip(summaries, ps, rejected, strict=True):
         if p is not None and not r:
@@ -615,6 +642,7 @@ def decide(task: Task, summaries: list[dict[str, Any]], predictions: Predictions
                 comparisons.append({"a": chosen["rung"], "b": s["rung"], **t.as_dict()})
         return {"rung": chosen["rung"], "run_id": chosen.get("run_id"), "meets_bar": True,
                 "model": chosen.get("model"), "model_info": model, "settings": settings,
+                "params": (configs.get(chosen["run_id"]) or {}).get("params"),
                 "reason": f"Ship {chosen['rung']} on model {chosen.get('model')}. " + reason,
                 "notes": notes, "comparisons": comparisons, **common}
     scored = [s for s in summaries if ev.quality(s)[0].get("value") is not None]
@@ -630,6 +658,9 @@ def decide(task: Task, summaries: list[dict[str, Any]], predictions: Predictions
            + (f" against the bar {task.bar:.3f}" if task.bar is not None else "") + "."
            if best else "."),
         "notes": notes, "comparisons": comparisons, "suggestions": [], **common}
+    refused = [why for s in summaries if (why := judge_trust_check(task, s)[1])]
+    if refused:  # the reason says why a judged ladder recommends nothing
+        doc["reason"] += f" Refused: {refused[0]}."
     if best is not None:
         p = ev.preds(best)
         doc["suggestions"] = more_data(task, best, bq, m, capped_test)  # type: ignore[arg-type]
@@ -641,6 +672,8 @@ def decide(task: Task, summaries: list[dict[str, Any]], predictions: Predictions
                 if s is not best and ev.pair(best, s) is not None:
                     comparisons.append({"a": best["rung"], "b": s["rung"],
                                         **ev.pair(best, s).as_dict()})  # type: ignore[union-attr]
+    # "more data", quantified: a tuned rung's stored learning curve (`ladder curve`)
+    doc["suggestions"] += curve_advice(task.bar, summaries, configs)
     return doc
 
 
@@ -653,8 +686,8 @@ def more_data(task: Task, best: Mapping[str, Any], q: Mapping[str, Any], planned
     need = n_needed(task.bar, margin, rung_alpha(planned), POWER)
     n = q.get("n") or best.get("n") or 0
     text = (f"{best['rung']}'s estimate {q['value']:.3f} is above the bar but not confirmed "
-            f"with {n} test examples; if its quality holds, about "
-            + (f"{need}" if need is not None else "more than 100,000")
+            f"with {n} test examples; if its quality holds, "
+            + (f"about {need}" if need is not None else "more than 100,000")
             + f" test examples give the corrected test ({planned} planned rungs) "
             f"{POWER:.0%} power (more data).")
     if capped_test:

@@ -18,6 +18,7 @@ from typing import Any
 
 from llm_ladder.costs import cost_per_1k
 from llm_ladder.data import Example
+from llm_ladder.judging import evaluation_cost
 from llm_ladder.metrics import Metric, Score, unscored
 from llm_ladder.models.base import ChatModel
 from llm_ladder.rag.scoring import rag_scores, summarize_rag
@@ -62,11 +63,12 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
             gens = model.generate([m for _, m, _ in chunk], pipeline.params)
         share = (time.perf_counter() - t0) / len(chunk)
         rows = []
+        answers = [("" if gen.error is not None else looped[k].output if looped is not None
+                    else pipeline.parse(gen.text)) for k, gen in enumerate(gens)]
+        scores = score_chunk(metric, [e for e, _, _ in chunk], gens, answers)
         for k, ((ex, msgs, context), gen) in enumerate(zip(chunk, gens, strict=True)):
-            answer = ("" if gen.error is not None else looped[k].output if looped is not None
-                      else pipeline.parse(gen.text))
-            score: Score = (unscored(f"generation failed: {gen.error}") if gen.error
-                            else metric.score(answer, ex.output))
+            answer = answers[k]
+            score: Score = scores[k]
             if looped is not None:
                 score.details["trace"] = looped[k].trace
             if context is not None:
@@ -85,6 +87,21 @@ def evaluate(pipeline: Pipeline, model: ChatModel, examples: list[Example], metr
         store.add_predictions(run_id, rows)
         if progress:
             progress(len(chunk))
+
+
+def score_chunk(metric: Metric, examples: list[Example], gens: list[Any],
+                answers: list[str]) -> list[Score]:
+    """A chunk's scores: a failed generation is unscored with its error; a metric with
+    `score_many` (the judge, llm_ladder.judging) gets the inputs too, in one batch."""
+    ok = [k for k, g in enumerate(gens) if g.error is None]
+    many = getattr(metric, "score_many", None)
+    got = (many([(examples[k].input, answers[k], examples[k].output) for k in ok])
+           if many is not None and ok else
+           [metric.score(answers[k], examples[k].output) for k in ok])
+    out = [unscored(f"generation failed: {g.error}") for g in gens]
+    for k, s in zip(ok, got, strict=True):
+        out[k] = s
+    return out
 
 
 def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
@@ -122,6 +139,8 @@ def summarize(preds: list[dict[str, Any]], metric: Metric, price: Price | None,
         "price_source": price_source,
         "rag": summarize_rag(preds),
         "sub_scores": sub_scores(scored),
+        **({"evaluation_cost": evaluation_cost(preds)}
+           if "judge" in getattr(metric, "needs", ()) else {}),
     }
 
 

@@ -8,8 +8,10 @@ the metric, the label set, the bar, a split whose test part is large enough for 
 rungs that will be climbed), the generation length, the embedded model and, with a corpus or
 tools, `[corpus]`/`[retrieval]` or `[tools]`. `render_toml` writes it as a commented file in
 which every value says why it was chosen; `init_task` writes the folder and runs the checks
-(`session.prepare`). Skipped: interactive questions (the CLI passes flags), CSV dialects
-other than `data.py`'s, and guessing a system prompt beyond a one-line description.
+(`session.prepare`). The metric, the label set, the bar and the model can be given
+(`metric`, `labels`, `bar`, `model_*`): `ladder init` asks for them on a terminal
+(cli/init.py), with the proposal as the default. Skipped: CSV dialects other than `data.py`'s,
+and guessing a system prompt beyond a one-line description.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ MAX_LABEL_CHARS = 40     # a label is a short string
 TEST_FRACTIONS = (0.2, 0.25, 0.3, 0.4, 0.5)
 TARGET_MARGIN = 0.10     # the test split should confirm a rung 0.10 above the bar (80% power)
 CAP_MARGIN = 0.05        # ... and need not be larger than what confirms a 0.05 margin
+# the metrics that fit each inferred kind (the first is what `infer_task` proposes by default)
+METRICS_FOR = {"labels": ("accuracy", "macro_f1"), "json": ("json_match", "json_valid"),
+               "text": ("token_f1", "normalized_match", "exact_match"), "tools": ("tool_call",)}
+EMBEDDED = "smollm2-135m"
 DEFAULT_BARS = {"accuracy": 0.8, "macro_f1": 0.7, "json_match": 0.8, "normalized_match": 0.7,
                 "token_f1": 0.5, "tool_call": 0.7}
 
@@ -174,8 +180,11 @@ def _split(examples: list[Example], task_probe: Task, planned: int) -> tuple[dic
 
 def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
                tools: Path | None = None, bar: float | None = None,
-               model_backend: str | None = None, model_path: str | None = None) -> Inference:
-    """Propose a task for `examples_file`, to be written into `folder`."""
+               model_backend: str | None = None, model_path: str | None = None,
+               metric: str | None = None, labels: list[str] | None = None,
+               model_name: str | None = None) -> Inference:
+    """Propose a task for `examples_file`, to be written into `folder`. `metric`, `labels`
+    and `model_name` replace the proposal (checked against the data)."""
     loaded = load_examples(examples_file)
     examples = loaded.examples
     if not examples:
@@ -186,7 +195,10 @@ def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
         kind, kind_why = "tools", f"a tools file was given ({tools.name})"
     else:
         kind, kind_why = infer_kind(outputs)
-    labels = schema = None
+    want_metric, given_labels, labels, schema = metric, labels, None, None
+    if want_metric is not None and want_metric not in METRICS_FOR[kind]:
+        raise LadderError(f"metric {want_metric!r} does not fit a {kind} task ({kind_why}); "
+                          f"choose one of {', '.join(METRICS_FOR[kind])}")
     if kind == "labels":
         counts = Counter(o.strip() for o in outputs)
         top, top_n = counts.most_common(1)[0]
@@ -201,6 +213,15 @@ def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
                                         "dominated by one label")
         labels = Choice(sorted(counts), "every distinct output, with its count: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        if given_labels is not None:
+            names = sorted({x.strip() for x in given_labels if x.strip()})
+            missing = sorted(set(counts) - set(names))
+            if missing:
+                raise LadderError("the label set must contain every output of the examples; "
+                                  f"missing: {', '.join(missing[:10])}")
+            extra = sorted(set(names) - set(counts))
+            labels = Choice(names, labels.why + (f"; added by hand (no example yet): "
+                                                 f"{', '.join(extra)}" if extra else ""))
         desc = (f"Classify the input into one of {len(counts)} labels.")
     elif kind == "json":
         metric = Choice("json_match", f"{kind_why}: scored field by field against the "
@@ -223,6 +244,9 @@ def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
                                         "partial credit for overlapping words")
         desc = ("Answer the question in one or two sentences." if corpus is None else
                 "Answer the question from the documents, citing them.")
+    if want_metric is not None and want_metric != metric.value:
+        metric = Choice(want_metric, f"chosen at `ladder init`; the proposal was "
+                                     f"{metric.value}: {metric.why}")
     if bar is not None:
         bar_c = Choice(bar, "given with --bar")
     else:
@@ -243,11 +267,15 @@ def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
     probe = parse_task(probe_raw, folder.resolve(), folder / TASK_FILE)
     planned = len(ladder_for(probe))
     split, split_why, cap, rep = _split(examples, probe, planned)
-    if model_backend:
-        model = {"backend": model_backend, "name": model_backend}
+    if model_backend and (model_backend, model_name or EMBEDDED) != ("local", EMBEDDED):
+        model = {"backend": model_backend, "name": model_name or (
+            EMBEDDED if model_backend == "llamacpp" else model_backend)}
         if model_path:
             model["path"] = Path(model_path).resolve().as_posix()  # read from any cwd
-        model_why = f"given with --model-backend {model_backend}"
+        model_why = (f"chosen at `ladder init`: backend {model_backend}, model {model['name']}"
+                     + ("" if model_backend != "openai" else
+                        "; the API key is read from OPENAI_API_KEY (set api_key_env to use "
+                        "another variable, base_url for another server)"))
     else:
         model = {"backend": "local", "name": "smollm2-135m", "batch_size": 8}
         model_why = ("the embedded SmolLM2-135M-Instruct: runs on a CPU with no download; add "
@@ -340,7 +368,9 @@ class InitResult:
 
 def init_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
               tools: Path | None = None, bar: float | None = None, force: bool = False,
-              model_backend: str | None = None, model_path: str | None = None) -> InitResult:
+              model_backend: str | None = None, model_path: str | None = None,
+              metric: str | None = None, labels: list[str] | None = None,
+              model_name: str | None = None) -> InitResult:
     """Write `folder/task.toml` (and `schema.json` for JSON outputs) inferred from
     `examples_file`, then run the checks. Refuses to overwrite a task file unless `force`."""
     target = folder / TASK_FILE
@@ -353,7 +383,8 @@ def init_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
         raise LadderError(f"--bar must be between 0 and 1, got {bar}")
     folder.mkdir(parents=True, exist_ok=True)
     inf = infer_task(folder, examples_file, corpus=corpus, tools=tools, bar=bar,
-                     model_backend=model_backend, model_path=model_path)
+                     model_backend=model_backend, model_path=model_path, metric=metric,
+                     labels=labels, model_name=model_name)
     if inf.schema is not None:
         (folder / "schema.json").write_text(json.dumps(inf.schema, indent=2) + "\n",
                                             encoding="utf-8")

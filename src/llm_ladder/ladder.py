@@ -20,7 +20,8 @@ from llm_ladder.data import Example
 from llm_ladder.decide import confirmation, decide, power_report, should_stop
 from llm_ladder.errors import LadderError
 from llm_ladder.evaluate import evaluate, package_versions, summarize
-from llm_ladder.metrics import Metric, build_metric, match_label
+from llm_ladder.judge_check import rung_judgement
+from llm_ladder.metrics import Metric, build_metric, match_label, metric_needs
 from llm_ladder.models.base import ChatModel
 from llm_ladder.report import write_report
 from llm_ladder.results import LadderResult, Recommendation, Summary
@@ -62,6 +63,15 @@ def _store_run(task: Task, store: Store, pipeline: Pipeline, model: ChatModel,
     return run_id, summary
 
 
+def judge_config(prep: Prepared) -> dict[str, Any]:
+    """The judge's model and settings, for a judged run's config (a resumed run never mixes
+    two judges' verdicts)."""
+    if prep.judge is None or prep.task.judge is None:
+        return {}
+    return {"judge": {**prep.task.judge.model_dump(), "key": prep.task.judge.model,
+                      "model": prep.judge.describe()}}
+
+
 def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, store: Store,
              *, resume: bool = False, progress: Progress | None = None,
              ladder_id: str | None = None, base_key: str | None = None,
@@ -73,11 +83,12 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     """
     task = prep.task
     pipeline = get_rung(rung_name).build(prep.context(base_key=base_key, resume=resume,
-                                                      on_event=on_event))
-    metric = build_metric(task.metric.name, prep.labels, prep.schema)
+                                                      on_event=on_event, model=model,
+                                                      model_key=model_key))
+    metric = prep.metric()
     config = {"rung": rung_name, "settings": pipeline.settings,
               "params": vars(pipeline.params), "model": (pipeline.model or model).describe(),
-              "metric": task.metric.name, "split": prep.split_hash(),
+              "metric": task.metric.name, "split": prep.split_hash(), **judge_config(prep),
               "test_n": len(prep.splits.test),
               "index": getattr(prep.retriever, "index_info", None)}
     run_id, summary = _store_run(task, store, pipeline, pipeline.model or model,
@@ -85,6 +96,8 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
                                  resume=resume, progress=progress, ladder_id=ladder_id)
     if planned:  # the family the decision corrects for, stored so reports decide the same way
         summary["planned_rungs"] = planned
+    if "judge" in metric_needs(task.metric.name):  # trust, PPI interval, evaluation cost
+        summary["judge"] = rung_judgement(prep, store.predictions(run_id), metric)
     store.finish_run(run_id, summary)
     return store.get_run(run_id) or {}
 
@@ -172,7 +185,7 @@ def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str
         rungs=summaries, recommendation=rec, not_run=not_run, repeat=repeats,
         power=power(s.prep, planned))
     if report:
-        html_path, md_path = write_report(s.task, s.store, ladder_id)
+        html_path, md_path = write_report(s.task, s.store, ladder_id, baselines=base)
         result.report = {"html": str(html_path), "markdown": str(md_path)}
     return result
 
@@ -214,7 +227,9 @@ def eval_on_logs(task: Task | str | Path, rung: str, model: str = "default",
         examples.append(Example(log["id"], log["request"], ref, {"served_rung": log["rung"]}))
     if labels:  # a served answer that names no label is a class of its own here
         labels = labels + sorted({e.output for e in examples} - set(labels))
-    metric = build_metric(task.metric.name, labels, s.prep.schema)
+    metric = build_metric(task.metric.name, labels, s.prep.schema,
+                          **({"judge": s.prep.judge, "config": task.judge}
+                             if s.prep.judge is not None else {}))
     config = {"rung": rung, "settings": pipeline.settings, "params": vars(pipeline.params),
               "model": llm.describe(), "metric": task.metric.name, "split": "logs",
               "logs": {"n": len(logs), "first": logs[0]["id"], "last": logs[-1]["id"]},
@@ -253,13 +268,15 @@ def confirm(task: Task | str | Path, rung: str, model: str = "default", *,
                           "confirmation: add new test examples instead")
     pipeline = get_rung(rung).build(s.prep.context())
     llm = pipeline.model or s.model
-    metric = build_metric(s.task.metric.name, s.prep.labels, s.prep.schema)
+    metric = s.prep.metric()
     config = {"rung": rung, "settings": pipeline.settings, "params": vars(pipeline.params),
               "model": llm.describe(), "metric": s.task.metric.name, "split": split_id,
               "slice": "confirm", "confirm_n": len(rows),
               "index": getattr(s.prep.retriever, "index_info", None)}
     run_id, summary = _store_run(s.task, s.store, pipeline, llm, rows, metric, rung,
                                  s.model_key, "confirm", config, progress=progress)
+    if "judge" in metric_needs(s.task.metric.name):
+        summary["judge"] = rung_judgement(s.prep, s.store.predictions(run_id), metric)
     s.store.finish_run(run_id, summary)
     return {"task": s.task.name, "rung": rung, "run_id": run_id, "n": len(rows),
             "summary": summary,

@@ -3,7 +3,8 @@
 A metric returns `Score(value, reason)`; `value is None` means "unscored" and the reason
 says why (never NaN). Per-example values feed the intervals (llm_ladder.stats); a metric with
 a `corpus` method (macro-F1, over a label set fixed once per test set) is bootstrapped on that
-instead. Skipped: judge-model metrics.
+instead. A metric may declare `needs` (e.g. the judge metric, llm_ladder.judging, needs
+{"judge"}): the caller supplies that resource to `build_metric`; no metric opens a model.
 """
 
 from __future__ import annotations
@@ -257,11 +258,22 @@ class JsonMatch:
 
 
 def build_metric(name: str, labels: list[str] | None = None,
-                 schema: dict[str, Any] | None = None) -> Metric:
-    """The metric registered as `name`, built with the task's label set and JSON schema."""
+                 schema: dict[str, Any] | None = None, **resources: Any) -> Metric:
+    """The metric registered as `name`, built with the task's label set and JSON schema, and
+    the resources it declares in `needs` (e.g. `judge=model, config=task.judge`)."""
     from llm_ladder import plugins
 
-    return plugins.get("metrics", name)(labels=labels, schema=schema)
+    return plugins.get("metrics", name)(labels=labels, schema=schema, **resources)
+
+
+def metric_needs(name: str) -> frozenset[str]:
+    """What a metric declares it needs from the session (e.g. {"judge"}); empty for most."""
+    from llm_ladder import plugins
+
+    try:
+        return frozenset(getattr(plugins.get("metrics", name), "needs", ()))
+    except LadderError:
+        return frozenset()
 
 
 def output_kind(name: str) -> str:

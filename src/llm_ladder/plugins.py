@@ -3,12 +3,14 @@
 Built-ins are declared in pyproject.toml under the same groups a third-party package uses
 (`llm_ladder.models`, `llm_ladder.metrics`, `llm_ladder.rungs`). Lookups fail loudly with the
 list of known names. `register` adds one in-process (handy in notebooks and tests) and
-refuses duplicates.
+refuses duplicates. The installed entry points are read once per process (scanning every
+installed distribution costs milliseconds, and the decision looks metrics up in loops).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from llm_ladder.errors import LadderError
@@ -18,8 +20,13 @@ GROUPS = {"models": "llm_ladder.models", "metrics": "llm_ladder.metrics",
 _extra: dict[str, dict[str, Any]] = {k: {} for k in GROUPS}
 
 
+@cache
+def _installed(kind: str) -> tuple[EntryPoint, ...]:
+    return tuple(entry_points(group=GROUPS[kind]))
+
+
 def names(kind: str) -> list[str]:
-    eps = {ep.name for ep in entry_points(group=GROUPS[kind])}
+    eps = {ep.name for ep in _installed(kind)}
     return sorted(eps | set(_extra[kind]))
 
 
@@ -27,7 +34,7 @@ def get(kind: str, name: str) -> Any:
     """The class or factory registered under `name` in `kind`."""
     if name in _extra[kind]:
         return _extra[kind][name]
-    for ep in entry_points(group=GROUPS[kind]):
+    for ep in _installed(kind):
         if ep.name == name:
             return ep.load()
     singular = kind.rstrip("s")

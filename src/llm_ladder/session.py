@@ -23,7 +23,7 @@ from llm_ladder.data import Example, Problem, check_lengths, format_problems, lo
 from llm_ladder.decide import baselines
 from llm_ladder.embedding import build_embedder
 from llm_ladder.errors import LadderError
-from llm_ladder.metrics import output_kind
+from llm_ladder.metrics import Metric, build_metric, metric_needs, output_kind
 from llm_ladder.models import build_model
 from llm_ladder.models.base import ChatModel
 from llm_ladder.rag.index import open_store
@@ -49,6 +49,8 @@ class Prepared:
     token_spread: dict[str, int] = field(default_factory=dict)
     retriever: Retriever | None = None
     unlabeled: list[Example] = field(default_factory=list)  # extra inputs for a teacher
+    judge: ChatModel | None = None  # the judge metric's model (`[judge] model`), when it needs one
+    judge_trust: dict[str, Any] | None = None  # judge_check.trust(), computed once per session
 
     def split_hash(self) -> str:
         """A short hash of the split's ids: runs on the same split compare pair by pair."""
@@ -65,6 +67,12 @@ class Prepared:
         return baselines([e.output for e in self.splits.train],
                          {e.id: e.output for e in self.splits.test}, self.task.metric.name,
                          self.labels)
+
+    def metric(self) -> Metric:
+        """The task's metric, given the resources it declares in `needs` (the judge model)."""
+        extra = ({"judge": self.judge, "config": self.task.judge}
+                 if "judge" in metric_needs(self.task.metric.name) else {})
+        return build_metric(self.task.metric.name, self.labels, self.schema, **extra)
 
     def context(self, **overrides: Any) -> RungContext:
         """The RungContext for this data: train (and dev) only, never test."""
@@ -160,6 +168,17 @@ def _ids_hash(ids: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
 
+def open_judge(task: Task, llm: ChatModel | None, model_key: str) -> ChatModel:
+    """The judge metric's model: `[judge] model` (the rung's own model object when it names
+    the same key)."""
+    if task.judge is None:
+        raise LadderError(f"{task.name}: [metric] name = \"judge\" needs a [judge] table "
+                          "(model, mode, scale, rubric; docs/judge.md)")
+    if task.judge.model == model_key and llm is not None:
+        return llm
+    return build_model(task.model(task.judge.model))
+
+
 @dataclass
 class Session:
     """What `open_session` returns: the task, its run store, the prepared data, the model."""
@@ -203,4 +222,7 @@ def open_session(task: Task | str | Path, model: str = "default",
         with busy(f"loading model {model}…"):
             llm = build_model(task.model(model))
         too_long = check_context(prep, llm, skip_bad_rows)
+        if "judge" in metric_needs(task.metric.name):
+            with busy("loading the judge model…"):
+                prep.judge = open_judge(task, llm, model)
     return Session(task, store, prep, llm, model, names, too_long)

@@ -58,6 +58,13 @@ class MetricConfig(Strict):
 class GenerationConfig(Strict):
     max_tokens: int = Field(64, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0, le=2)
+    # anti-loop controls over the answer's tokens; unset = the backend's default
+    # (docs/generation.md). The openai backend refuses them: its API has no such setting.
+    repetition_penalty: float | None = Field(
+        None, ge=1, le=3, description="divide the logit of every token already in the answer "
+        "(transformers' rule; 1 = off)")
+    no_repeat_ngram_size: int | None = Field(
+        None, ge=0, le=64, description="never repeat an n-gram of the answer (0 = off)")
 
 
 class ModelConfig(Strict):
@@ -98,6 +105,23 @@ class PromptConfig(Strict):
     system: str | None = None
     few_shot_k: int = Field(4, ge=1, le=64)
     cot_max_tokens: int = Field(192, ge=16, le=8192)
+
+
+class OptimizeConfig(Strict):
+    """The `optimized-prompt` rung's search (`[optimize]`): a budget in model calls on train +
+    dev (never test), its seed, and what it tries (docs/optimize.md)."""
+
+    budget_calls: int = Field(400, ge=8, le=1_000_000,
+                              description="model calls the search may make")
+    seed: int = 0
+    k: list[int] | None = Field(None, description="demonstration counts tried; default "
+                                "0, 2 and prompt.few_shot_k")
+    demo_sets: int = Field(3, ge=1, le=32, description="bootstrapped demonstration sets tried")
+    finalists: int = Field(3, ge=1, le=32, description="best on dev half A checked on half B")
+    max_dev: int | None = Field(None, ge=2, description="dev examples searched on (a seeded "
+                                "sample); default budget_calls / 4")
+    proposer: str | None = Field(None, description="model key of a stronger model that writes "
+                                 "candidate instructions from failed dev examples")
 
 
 class SqlSource(Strict):
@@ -213,6 +237,33 @@ class ToolsConfig(Strict):
     timeout_s: float = Field(30.0, gt=0, le=3600, description="per tool execution")
 
 
+class JudgeConfig(Strict):
+    """A judge model scores open-ended outputs (`[judge]`, read by `[metric] name = "judge"`;
+    docs/judge.md). `labels` is a file of human-scored answers, kept apart from the examples
+    (never the test rows the judge scores): agreement, position bias and the PPI interval
+    are measured on it."""
+
+    model: str = Field("judge", description="model key in [models] that judges")
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+    scale: tuple[int, int] = Field((1, 5), description="pointwise: lowest and highest score")
+    rubric: str = Field("", description="what a good answer is; shown to the judge")
+    use_reference: bool = Field(True, description="show the reference answer to the judge")
+    repeats: int = Field(1, ge=1, le=20, description="verdicts per item (self-consistency)")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(96, ge=4, le=4096)
+    labels: str | None = Field(None, description="JSONL of human-scored answers")
+    agreement_floor: float = Field(
+        0.6, ge=-1, le=1, description="minimum weighted kappa (pointwise) or preference "
+        "accuracy (pairwise) before a judged rung may be recommended")
+
+    @model_validator(mode="after")
+    def _scale(self) -> JudgeConfig:
+        if self.scale[1] <= self.scale[0]:
+            raise ValueError(f"judge.scale must be [low, high] with low < high, got "
+                             f"{list(self.scale)}")
+        return self
+
+
 class Task(Strict):
     """A validated task. `root` is the task folder (set by `load_task`)."""
 
@@ -225,12 +276,14 @@ class Task(Strict):
     budget: Budget = Budget()
     generation: GenerationConfig = GenerationConfig()
     prompt: PromptConfig = PromptConfig()
+    optimize: OptimizeConfig | None = None  # the optimized-prompt rung climbs when set
     rungs: RungsConfig = RungsConfig()
     corpus: CorpusConfig | None = None
     tools: ToolsConfig | None = None
     retrieval: RetrievalConfig = RetrievalConfig()
     finetune: FinetuneConfig | None = None
     serve: ServeConfig = ServeConfig()
+    judge: JudgeConfig | None = None
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     prices: dict[str, Price] = Field(default_factory=dict)
     root: Path = Field(Path("."), exclude=True)

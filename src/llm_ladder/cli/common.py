@@ -168,6 +168,22 @@ def train_events(bar: Progress, loss_in_label: bool = False):
                       "reusing it")
         elif "resumed" in ev:
             err.print(f"resuming from step {ev['resumed']} ({esc(str(ev['checkpoint']))})")
+        elif "reused_prompt" in ev:
+            err.print(f"optimized prompt {ev['reused_prompt']} already searched with this data, "
+                      "seed, budget and model; reusing it")
+        elif "search_start" in ev:
+            state.pop("sid", None)
+            err.print(f"searching prompts on train {ev['train']} / dev {ev['dev']} (budget "
+                      f"{ev['budget']} model calls; the test split is not used)")
+        elif "search_calls" in ev:  # prompt search: calls spent, best dev score so far
+            best = "—" if ev.get("best_dev") is None else f"{ev['best_dev']:.3f}"
+            if "sid" not in state:
+                state["sid"] = bar.add_task("prompt search", total=ev["budget"])
+            bar.update(state["sid"], completed=ev["search_calls"],
+                       description=f"search dev {best}")
+            if not err.is_terminal and ev.get("done"):
+                err.print(f"prompt search: {ev['search_calls']}/{ev['budget']} calls, best dev "
+                          f"{best}", highlight=False)
         elif "start" in ev:
             state.pop("tid", None)  # a new training gets a bar of its own
             err.print(f"training {ev['start']} adapter {ev['adapter']} on {ev['train']} train "

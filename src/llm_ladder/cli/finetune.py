@@ -1,5 +1,7 @@
 """`ladder tune`, `distill`, `adapters`, `export`: the fine-tuning commands.
 
+`curve` trains the rung on 25/50/100% of the train split, scores each on dev and says how
+much more data would likely reach the bar (llm_ladder.curve).
 `tune` trains a LoRA adapter on the train split (dev for early stopping) with a progress bar
 (step, loss, train tokens/s, ETA), then evaluates it on the test split and shows it beside
 the latest stored runs of the other rungs. `distill` first scores the teacher on the test
@@ -20,7 +22,7 @@ from llm_ladder.cli import common
 from llm_ladder.cli.common import JsonOpt, ResumeOpt, SkipOpt, TaskDir, app, err, out
 from llm_ladder.errors import LadderError
 from llm_ladder.finetune.registry import adapters_dir, export_adapter, list_adapters, read_manifest
-from llm_ladder.tuning import tune_rung
+from llm_ladder.tuning import learning_curve, tune_rung
 
 BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="model key to tune (default finetune.base); a new base = re-tuning")]
@@ -139,3 +141,45 @@ def export(adapter: Annotated[str, typer.Argument(help="adapter id (or a unique 
     out.print(f"serve it with: vllm serve {m.get('base', {}).get('weights', 'BASE')} "
               f"--enable-lora --lora-modules {t.name}={dest} --max-lora-rank "
               f"{max(8, m.get('config', {}).get('r', 16))}", highlight=False)
+
+
+@app.command()
+def curve(task_dir: TaskDir,
+          rung: Annotated[str, typer.Option(help="lora, lora-prompt or lora-rag")] = "lora",
+          fractions: Annotated[str, typer.Option(
+              help="comma-separated fractions of the train split")] = "0.25,0.5,1",
+          base: BaseOpt = None, skip_bad_rows: SkipOpt = False, resume: ResumeOpt = False,
+          as_json: JsonOpt = False) -> None:
+    """Learning curve: tune on growing shares of train, score each on dev (never test), and
+    estimate how much more train data would reach the bar. Stored with the adapter; the
+    advice of `ladder run` uses it."""
+    try:
+        fr = tuple(float(x) for x in fractions.split(",") if x.strip())
+    except ValueError:
+        raise LadderError(f"--fractions: numbers in (0, 1] separated by commas, not "
+                          f"{fractions!r}") from None
+    with common.progress_bar() as bar, _train_bar() as tbar:
+        doc = learning_curve(task_dir, rung, fr, base=base, skip_bad_rows=skip_bad_rows,
+                             resume=resume, on_progress=common.progress_callback(bar),
+                             on_event=common.train_events(tbar), status=err.status,
+                             on_session=common.print_session)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    t = Table(title=f"{doc['task']} — learning curve of {doc['rung']}, {doc['metric']} on "
+                    f"the dev split")
+    for col in ("share", "train", "dev score", "95% interval", "dev n", "train min",
+                "adapter"):
+        t.add_column(col)
+    for p in doc["points"]:
+        t.add_row(f"{p['fraction']:.0%}", str(p["n"]), common.fmt(p["score"]),
+                  f"[{common.fmt(p['low'])}, {common.fmt(p['high'])}]", str(p["dev_n"]),
+                  f"{(p['train_s'] or 0) / 60:.1f}", p["adapter"])
+    out.print(t)
+    f = doc["fit"]
+    if f:
+        out.print(f"fit: {f['formula']}, a={f['a']:.3f}, b={f['b']:.4f} ± "
+                  f"{common.fmt(f['b_se'], '.4f')} ({f['gain_per_doubling']:+.3f} per "
+                  "doubling of the train data)", highlight=False)
+    out.print(common.esc(doc["advice"] or "no bar in task.toml: no advice"), highlight=False)
+    out.print(f"stored with the adapter: {common.esc(doc['adapter_path'])}", highlight=False)

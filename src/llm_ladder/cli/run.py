@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.live import Live
 
 from llm_ladder import plugins
-from llm_ladder.audit import Audit, audit, write_suspects
+from llm_ladder.audit import Audit, audit, save_audit, write_suspects
 from llm_ladder.cli.common import (
     JsonOpt,
     ModelOpt,
@@ -243,7 +243,8 @@ def check(task_dir: TaskDir, skip_bad_rows: SkipOpt = False,
           as_json: JsonOpt = False) -> None:
     """Validate the task file and examples; report bad rows, splits, leakage, labels and the
     data audit (conflicting duplicates, rare labels, outliers, likely mislabels). Exits 2
-    when a row is bad, like a linter, unless --skip-bad-rows accepts them. Changes nothing."""
+    when a row is bad, like a linter, unless --skip-bad-rows accepts them. Changes no data; the
+    audit is stored in .ladder/audit.json for the report."""
     task, _ = task_store(task_dir)
     prep = prepare(task, skip_bad_rows=True)
     embed = None
@@ -252,6 +253,7 @@ def check(task_dir: TaskDir, skip_bad_rows: SkipOpt = False,
             embed = build_embedder(task.corpus).embed
     with err.status("auditing the examples…"):
         rep = audit(prep, embed)
+    save_audit(task, rep)  # the report and the web view show the newest audit
     if export_suspects is not None:
         n = write_suspects(rep, export_suspects)
         err.print(f"{n} suspect(s) written to {esc(str(export_suspects))}", highlight=False)

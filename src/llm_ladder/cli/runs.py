@@ -51,6 +51,11 @@ def show(run_id: str, task: Annotated[Path, typer.Option(help="task folder")] = 
         return
     if r["summary"]:
         out.print(summary_table([r["summary"]], f"run {r['id']} ({r['status']})"))
+    params = (r.get("config") or {}).get("params")
+    if params:  # the generation settings the run used (None = the backend's default)
+        out.print("[bold]generation:[/] " + esc(", ".join(
+            f"{k}={v}" for k, v in params.items() if k != "tools" and v is not None)),
+            highlight=False)
     for p in preds[:limit]:
         out.rule(f"{p['example_id']}  score={fmt(p['score'])}"
                  + (f"  ({p['score_reason']})" if p["score_reason"] else ""))

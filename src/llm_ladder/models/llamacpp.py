@@ -2,19 +2,23 @@
 
 llama.cpp is the fastest way to run the embedded GGUF on a laptop CPU. Requests run
 sequentially (llama-cpp-python has no cross-request batching); the prompt is built with the
-chat template stored in the GGUF, the same one transformers uses. Skipped: grammars, LoRA
-hot-swapping, multi-sequence batching.
+chat template stored in the GGUF, the same one transformers uses. The anti-loop settings run
+as a logits processor over the answer's tokens (transformers' rules, `models/constrain.py`);
+a label set or JSON schema becomes a GBNF grammar (llama.cpp's own grammar sampler).
+Skipped: LoRA hot-swapping, multi-sequence batching.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from llm_ladder.errors import LadderError, require
-from llm_ladder.models.base import Generation, GenParams, Messages
+from llm_ladder.models.base import ANTI_LOOP_DEFAULTS, Generation, GenParams, Messages, anti_loop
+from llm_ladder.models.constrain import anti_loop_numpy, constraint_of, gbnf_choices
 from llm_ladder.models.local import ALIASES, smollm2_gguf
 
 
@@ -38,6 +42,8 @@ class LlamaCppModel:
                                    flash_attn=True,  # +15% decode tok/s here, measured
                                    seed=0)
         self.context_length = self.llm.n_ctx()
+        self._llama_cpp = llama_cpp
+        self._grammars: dict[str, Any] = {}
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         meta = self.llm.metadata
@@ -50,7 +56,24 @@ class LlamaCppModel:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "llamacpp", "name": self.name, "gguf": str(self.path),
-                "threads": self.threads, "n_ctx": self.context_length}
+                "threads": self.threads, "n_ctx": self.context_length,
+                "anti_loop_defaults": dict(ANTI_LOOP_DEFAULTS)}
+
+    def _grammar(self, params: GenParams) -> Any:
+        """The call's constraint as a llama.cpp grammar (cached), or None."""
+        kind = constraint_of(params)
+        if kind is None:
+            return None
+        key = json.dumps(kind, sort_keys=True)
+        if key not in self._grammars:
+            g = self._llama_cpp.LlamaGrammar
+            try:
+                self._grammars[key] = (
+                    g.from_string(gbnf_choices(kind[1]), verbose=False) if kind[0] == "choices"
+                    else g.from_json_schema(json.dumps(kind[1]), verbose=False))
+            except (ValueError, RuntimeError) as e:
+                raise LadderError(f"llama.cpp cannot compile the constraint: {e}") from None
+        return self._grammars[key]
 
     def prompt(self, messages: Messages) -> str:
         return self._format(messages=messages).prompt
@@ -71,12 +94,20 @@ class LlamaCppModel:
             return Generation("", n_in, 0, 0.0, "error",
                               f"prompt of {n_in} tokens + max_tokens {params.max_tokens} "
                               f"exceeds context {self.context_length}")
+        penalty, ngram = anti_loop(params)
+        grammar = self._grammar(params)
+        processors = None
+        if penalty != 1.0 or ngram > 0:  # soft under a grammar: the constraint wins
+            processors = self._llama_cpp.LogitsProcessorList(
+                [anti_loop_numpy(penalty, ngram, start=n_in, soft=grammar is not None)])
         t0 = time.perf_counter()
         self.llm.reset()
         out = self.llm.create_completion(toks, max_tokens=params.max_tokens,
                                          temperature=params.temperature, top_k=1 if
                                          params.temperature == 0 else 40,
-                                         stop=params.stop or [], seed=0)
+                                         stop=params.stop or [], seed=0,
+                                         repeat_penalty=1.0,  # ours, over the answer only
+                                         logits_processor=processors, grammar=grammar)
         latency = time.perf_counter() - t0
         choice = out["choices"][0]
         usage = out["usage"]

@@ -5,6 +5,8 @@ transformers de-quantizes a GGUF to float on load (slow: ~25 s here), so the fir
 writes the float weights as safetensors to a cache folder and later loads take well under a
 second. Any local Hugging Face model folder (safetensors only) also works via `path`.
 Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
+The anti-loop settings are transformers' own processors over the answer's tokens; a label
+set or JSON schema is enforced by llguidance (`models/constrain.py`, docs/generation.md).
 Deliberately skipped: streaming, speculative decoding, KV-cache reuse across requests.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import time
@@ -19,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_ladder.errors import LadderError, require
-from llm_ladder.models.base import Generation, GenParams, Messages
+from llm_ladder.models.base import ANTI_LOOP_DEFAULTS, Generation, GenParams, Messages, anti_loop
+from llm_ladder.models.constrain import (
+    ConstraintFirst,
+    GuidanceProcessor,
+    constraint_of,
+    hf_anti_loop,
+    llg_grammar,
+)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2-135m", "smollm2-135m-instruct", "smollm2"}
@@ -119,11 +129,27 @@ class TransformersModel:
         self.context_length = context_length or int(
             getattr(self.model.config, "max_position_embeddings", 2048))
         self._torch = torch
+        self._llg_tokenizer: Any = None
+        self._grammars: dict[str, str] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "name": self.name, "weights": str(self.folder),
                 "batch_size": self.batch_size, "dtype": "float32", "adapter": self.adapter,
-                "threads": self._torch.get_num_threads()}
+                "threads": self._torch.get_num_threads(),
+                "anti_loop_defaults": dict(ANTI_LOOP_DEFAULTS)}
+
+    def _grammar(self, params: GenParams) -> str | None:
+        """The llguidance grammar of the call's constraint (cached), or None."""
+        kind = constraint_of(params)
+        if kind is None:
+            return None
+        key = json.dumps(kind, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = llg_grammar(*kind)
+        if self._llg_tokenizer is None:  # ~1 s: once per model
+            hf = require("llguidance.hf", "local")
+            self._llg_tokenizer = hf.from_tokenizer(self.tokenizer, eos_token=self._eos_ids())
+        return self._grammars[key]
 
     def _ids(self, messages: Messages) -> list[int]:
         out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
@@ -158,6 +184,14 @@ class TransformersModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        processors = hf_anti_loop(*anti_loop(params), start=width)
+        grammar = self._grammar(params)
+        if grammar is not None:
+            processors = [ConstraintFirst(GuidanceProcessor(self._llg_tokenizer, grammar,
+                                                            len(batch), width), processors)]
+        if processors:
+            kwargs["logits_processor"] = require("transformers", "local").LogitsProcessorList(
+                processors)
         t0 = time.perf_counter()
         if any(too_long):
             # a prompt longer than the context fails loudly for that request only

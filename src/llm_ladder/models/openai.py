@@ -5,6 +5,10 @@ timeouts. Requests in a batch run concurrently on a bounded thread pool. The API
 from the environment variable named by `api_key_env` and is never logged, stored or shown:
 error texts are scrubbed of it. Token counts come from the server's `usage`; before a call,
 `count_tokens` can only estimate (4 characters per token), and says so in `describe`.
+The chat API has no repetition penalty or n-gram blocking (frequency/presence penalties are a
+different, additive rule) and no label-set constraint, so a call that sets
+`repetition_penalty`, `no_repeat_ngram_size`, `choices` or `json_schema` is refused with a
+LadderError rather than sent without them (docs/generation.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from llm_ladder.errors import LadderError, require
 from llm_ladder.models.base import Generation, GenParams, Messages
+from llm_ladder.models.constrain import unsupported
 
 
 class OpenAIModel:
@@ -72,6 +77,14 @@ class OpenAIModel:
                           tool_calls=_tool_calls(choice.message) if params.tools else None)
 
     def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        unsupported("openai", params)
+        set_ = [k for k in ("repetition_penalty", "no_repeat_ngram_size")
+                if getattr(params, k) is not None]
+        if set_:
+            raise LadderError(f"model {self.name!r} (openai backend): {', '.join(set_)} cannot "
+                              "be sent: the chat API has no such setting (frequency/presence "
+                              "penalties are a different rule); remove it from [generation] "
+                              "(docs/generation.md)")
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda m: self._one(m, params), requests))
 

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llm_ladder import optimize
+from llm_ladder.audit import stored_audit
 from llm_ladder.costs import Ownership, break_even, ownership
 from llm_ladder.decide import correct, decide, error_analysis, pair
 from llm_ladder.errors import LadderError
@@ -106,13 +108,16 @@ def _baselines(task: Task, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return prep.baselines()
 
 
-def collect(task: Task, store: Store, ident: str) -> dict[str, Any]:
+def collect(task: Task, store: Store, ident: str,
+            baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything the report shows. `baselines` are the climb's `baselines(...)` rows (with
+    their predictions); without them they are recomputed from the task's split."""
     ident, runs = ladder_runs(store, ident)
     summaries = [r["summary"] | {"run_id": r["id"], "rung": r["rung"], "model": r["model"]}
                  for r in runs]
     preds = {r["id"]: store.predictions(r["id"]) for r in runs}
     decision = decide(task, summaries, preds.__getitem__, {r["id"]: r["config"] for r in runs},
-                      baselines=_baselines(task, runs))
+                      baselines=_baselines(task, runs) if baselines is None else baselines)
     not_run = [n for n in _task_rungs(task) if n not in {r["rung"] for r in runs}]
     if not_run and len(runs) > 1:
         decision["notes"].append(f"not run in this ladder: {', '.join(not_run)} (`ladder run` "
@@ -144,14 +149,26 @@ def collect(task: Task, store: Store, ident: str) -> dict[str, Any]:
             "break_even": _break_evens(owned, rungs, decision.get("rung")
                                        or decision.get("closest"),
                                        task.budget.requests_per_day),
-            "examples": sorted(examples.values(), key=lambda e: e["id"])}
+            "examples": sorted(examples.values(), key=lambda e: e["id"]),
+            "audit": stored_audit(task), "prompts": optimized_prompts(task, runs)}
 
 
-def write_report(task: Task, store: Store, ident: str,
-                 out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write report.html and report.md; returns their paths."""
+def optimized_prompts(task: Task, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """rung -> the stored optimized prompt (with its search trace) a run used."""
+    out = {}
+    for r in runs:
+        pid = ((r.get("config") or {}).get("settings") or {}).get("prompt_id")
+        doc = optimize.read(task.state_dir, pid) if pid else None
+        if doc is not None:
+            out[r["rung"]] = doc
+    return out
 
-    data = collect(task, store, ident)
+
+def write_report(task: Task, store: Store, ident: str, out_dir: Path | None = None,
+                 baselines: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md; returns their paths. `baselines`: see `collect`."""
+
+    data = collect(task, store, ident, baselines)
     folder = out_dir or task.state_dir / "reports" / data["id"]
     folder.mkdir(parents=True, exist_ok=True)
     html_path, md_path = folder / "report.html", folder / "report.md"

@@ -35,6 +35,7 @@ pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;font-size:12px;backg
 padding:4px}.role{font-weight:bold;color:#036}.controls{position:sticky;top:0;background:#fff;
 padding:6px 0;border-bottom:1px solid #eee}
 .fixed{color:#182}.broken{color:#c22}
+tr.baseline-row td{color:#666;font-style:italic;background:#fafafa}
 """
 
 FILTER_JS = """
@@ -126,7 +127,7 @@ def _ladder_table(d: dict[str, Any]) -> str:
         vs = "—" if s["rung"] == anchor else "not compared"
         if t and t["n"]:
             vs = (f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], "
-                  f"{'McNemar' if t['test'] == 'mcnemar' else 'paired bootstrap'} "
+                  f"{_test_name(t['test'])} "
                   f"p={t['p_value']:.3g}")
         one = ("—" if not own["one_time_what"] else
                (f"{minutes(own['one_time_s'])}: " if own["one_time_s"] is not None else "")
@@ -141,7 +142,29 @@ def _ladder_table(d: dict[str, Any]) -> str:
                     f"</td><td>{ms(s['latency_p95_s'])}</td>"
                     f"<td>{num(s['cost_per_1k_usd'], '.4f')}</td><td class=l>{e(one)}</td>"
                     f"<td class=l>{e(vs)}</td></tr>")
+    rows += [_baseline_row(b, anchor, rec) for b in rec.get("baselines") or []]
     return f"<table id=ladder-table>{head}{''.join(rows)}</table>"
+
+
+def _baseline_row(b: dict[str, Any], anchor: str | None, rec: dict[str, Any]) -> str:
+    """A trivial baseline (label metrics: majority class, uniform random) under the rungs,
+    with the same interval; not a rung, so no cost columns. The majority row shows the paired
+    test the anchor rung had to pass against it."""
+    t = next((c for c in rec.get("comparisons", []) if c["a"] == b["rung"]
+              and c["b"] == anchor), None)
+    vs = "—"
+    if t and t["n"]:
+        vs = (f"{-t['diff']:+.3f} [{-t['high']:+.3f}, {-t['low']:+.3f}], "
+              f"{_test_name(t['test'])} p={t['p_greater']:.3g} ({anchor} better, one-sided)")
+    return (f"<tr class=baseline-row data-baseline=\"{e(b.get('baseline'))}\"><td class=l>"
+            f"{e(b['rung'])}</td><td class=l>—</td><td>{q_cell(b['quality'])}</td>"
+            f"<td>{b['n']}</td><td>{b.get('unscored', 0)}</td>"
+            + "<td>—</td>" * 5 + f"<td class=l>—</td><td class=l>{e(vs)}</td></tr>")
+
+
+def _test_name(test: str) -> str:
+    return {"mcnemar": "McNemar", "sign-flip permutation": "sign-flip permutation",
+            "permutation (macro-F1)": "macro-F1 permutation"}.get(test, test)
 
 
 def _recommendation(rec: dict[str, Any]) -> str:
@@ -151,7 +174,9 @@ def _recommendation(rec: dict[str, Any]) -> str:
     if rec.get("rung"):
         settings = (f"<details><summary>settings of {e(rec['rung'])}</summary><pre>"
                     f"{e(json.dumps(rec.get('settings'), indent=2, ensure_ascii=False))}</pre>"
-                    f"<pre>{e(json.dumps(rec.get('model_info'), indent=2))}</pre></details>")
+                    f"<pre>generation: {e(json.dumps(rec.get('params'), ensure_ascii=False))}"
+                    f"</pre><pre>{e(json.dumps(rec.get('model_info'), indent=2))}</pre>"
+                    "</details>")
     return (f"<div id=recommendation class=\"rec{'' if rec['meets_bar'] else ' none'}\">"
             f"<strong>{'Recommendation' if rec['meets_bar'] else 'Result'}:</strong> "
             f"{e(rec['reason'])}{settings}"
@@ -273,6 +298,64 @@ def _examples(d: dict[str, Any]) -> str:
     return controls + "".join(items)
 
 
+def _audit(stored: dict[str, Any] | None, limit: int = 50) -> str:
+    """The data audit `ladder check` stored (llm_ladder.audit): what to review, with ids."""
+    if not stored:
+        return ("<p class=muted id=audit>No data audit stored for this task: run <code>ladder "
+                "check TASK</code> (it finds conflicting duplicates, likely mislabelled rows, "
+                "rare labels, labels in one split and outliers), then re-render the report."
+                "</p>")
+    a = stored["audit"]
+    head = (f"<p class=muted id=audit>{a['examples']} examples audited by <code>ladder check"
+            f"</code> on {e(stored.get('created', '?'))}; nothing was changed, these are for "
+            "review (<code>ladder check --export-suspects FILE</code> writes the suspects as "
+            "JSONL).</p>")
+    if stored.get("stale"):
+        head += ("<p class=\"rec none\">The example files changed since this audit: run "
+                 "<code>ladder check</code> again.</p>")
+    parts = [head]
+
+    def table(title: str, cols: list[str], rows: list[list[str]], total: int) -> None:
+        if not total:
+            return
+        more = (f" <span class=muted>(first {limit} of {total})</span>"
+                if total > len(rows) else "")
+        parts.append(f"<h3>{e(title)}: {total}{more}</h3><table class=audit><tr>"
+                     + "".join(f"<th class=l>{e(c)}</th>" for c in cols) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td class=l>{c}</td>" for c in r) + "</tr>"
+                               for r in rows) + "</table>")
+
+    sus = a.get("suspects") or []
+    table("Likely mislabelled", ["id", "given label", "suggested label", "confidence",
+                                 "p(given)", "input"],
+          [[e(x["id"]), e(x["given"]), e(x["suggested"]), num(x["confidence"], ".2f"),
+            num(x["given_probability"], ".2f"), e(x["input"][:160])] for x in sus[:limit]],
+          len(sus))
+    con = a.get("conflicts") or []
+    table("Conflicting duplicates (same or near-same input, different outputs)",
+          ["kind", "ids → outputs", "detail"],
+          [[e(c["kind"]), "<br>".join(f"{e(i)} → {e(o)}" for i, o in
+                                      zip(c["ids"], c["outputs"], strict=True)),
+            e(c.get("detail", ""))] for c in con[:limit]], len(con))
+    rare = a.get("rare_labels") or {}
+    table("Rare labels (≤ 2 examples)", ["label", "examples"],
+          [[e(k), str(v)] for k, v in list(rare.items())[:limit]], len(rare))
+    one = a.get("one_split_labels") or {}
+    table("Labels in one split only", ["label", "where"],
+          [[e(k), e(v)] for k, v in list(one.items())[:limit]], len(one))
+    length = a.get("length_outliers") or []
+    table("Output-length outliers", ["id", "characters", "median"],
+          [[e(o["id"]), str(o["chars"]), str(o["median_chars"])] for o in length[:limit]],
+          len(length))
+    fmt = a.get("format_outliers") or []
+    table("Format outliers", ["ids", "why"],
+          [[e(", ".join(o["ids"][:10])), e(o["why"])] for o in fmt[:limit]], len(fmt))
+    if len(parts) == 1:
+        parts.append("<p>The audit found nothing to review.</p>")
+    parts += [f"<p class=muted>{e(n)}</p>" for n in a.get("notes") or []]
+    return "".join(parts)
+
+
 def render_report(d: dict[str, Any]) -> str:
     s0 = d["summaries"][0]
     head = (f"<h1>{e(d['task'])} — ladder {e(d['id'])}</h1><p class=muted>metric "
@@ -284,8 +367,41 @@ def render_report(d: dict[str, Any]) -> str:
             + "<h2>Quality, cost and latency</h2>" + _charts(d)
             + "<h2>Cost of ownership</h2>" + _ownership(d)
             + "<h2>Error analysis</h2>" + _analysis(d)
+            + "<h2>Data audit</h2>" + _audit(d.get("audit"))
+            + _optimized(d.get("prompts") or {})
             + "<h2>Examples</h2>" + _examples(d))
     return page(f"{d['task']} — ladder report", body, FILTER_JS)
+
+
+def _optimized(prompts: dict[str, Any]) -> str:
+    """The optimized prompt verbatim and its search trace (candidates, dev scores)."""
+    if not prompts:
+        return ""
+    html = ["<h2 id=optimized-prompt>Optimized prompt</h2>"]
+    for rung, doc in prompts.items():
+        tr = doc.get("trace") or {}
+        demos = "".join(f"<li><pre>{e(input_text(x['input']))}</pre>→ <pre>{e(x['output'])}"
+                        "</pre></li>" for x in doc["demos"][:doc["k"]])
+        html.append(
+            f"<p>{e(rung)} uses prompt {e(doc['id'])} ({e(doc.get('name'))}, instruction in the "
+            f"{e(doc['place'])} turn, k={e(doc['k'])}), chosen by search {e(doc['search_id'])} "
+            f"on train + dev only: {e(tr.get('calls'))} model calls in "
+            f"{num(tr.get('seconds'), '.0f')} s.</p><pre class=prompt>{e(doc['instruction'])}"
+            f"</pre>" + (f"<ol>{demos}</ol>" if demos else ""))
+        names = [i.get("name", "") for i in tr.get("instructions", [])]
+        rows = []
+        for key, c in (tr.get("candidates") or {}).items():
+            a = sum(c["A"].values()) / len(c["A"]) if c["A"] else None
+            b = sum(c["B"].values()) / len(c["B"]) if c["B"] else None
+            mark = "chosen" if key == tr.get("chosen") else (
+                "finalist" if key in tr.get("finalists", []) else "")
+            name = names[c["instruction"]] if c["instruction"] < len(names) else "?"
+            rows.append(f"<tr><td>{e(key)}</td><td>{e(name)}</td><td>{e(c['k'])}</td>"
+                        f"<td>{num(a)}</td><td>{num(b)}</td><td>{mark}</td></tr>")
+        html.append(f"<table class=trace><tr><th>candidate</th><th>instruction</th><th>k</th>"
+                    f"<th>dev A ({len(tr.get('dev_a', []))})</th><th>dev B "
+                    f"({len(tr.get('dev_b', []))})</th><th></th></tr>{''.join(rows)}</table>")
+    return "".join(html)
 
 
 def render_compare(c: dict[str, Any]) -> str:

@@ -40,6 +40,11 @@ def render_markdown(d: dict[str, Any]) -> str:
                      f"{s['unscored']} | {num(s['tokens_in_mean'], '.0f')} | "
                      f"{num(s['tokens_out_mean'], '.1f')} | {num(p95 and p95 * 1000, '.0f')} | "
                      f"{num(s['cost_per_1k_usd'], '.4f')} | {cell(o['one_time_what'] or '—')} |")
+    for b in rec.get("baselines") or []:  # trivial baselines (label metrics), not rungs
+        q = b["quality"]
+        qt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
+        lines.append(f"| *{cell(b['rung'])}* | — | {qt} | {b['n']} | {b.get('unscored', 0)} "
+                     "| — | — | — | — | — |")
     if d["break_even"]:
         lines += ["", "Break-even:", ""]
         lines += [f"- {break_even_sentence(b)}" for b in d["break_even"]]

@@ -1,14 +1,14 @@
 """What every rung shares: the `Rung` protocol, the `Pipeline` it builds, the `RungContext`
 it builds from, and the default ladder.
 
-A rung turns (task, train split) into a Pipeline: how to build the messages for one input,
-the generation settings, and how to read the answer out of the raw text. A rung declares
-what it needs from the task (`needs`: "index", "tools", "finetune", "teacher"); the session
-opens the index for any rung that needs it and the default ladder leaves out rungs whose
-needs the task cannot meet. A third-party rung registered through the `llm_ladder.rungs`
-entry point does the same and gets the same treatment. Few-shot pools come from the train
-split only; the caller never passes test examples here. Skipped: per-rung dependency
-resolution beyond these four needs.
+A rung turns (task, train split) into a Pipeline: how to build the messages for one input, the
+generation settings, and how to read the answer out of the raw text. A rung declares what it
+needs from the task (`needs`: "index", "tools", "finetune", "teacher", "constraint",
+"optimize"); the session opens the index for any rung that needs it and the default ladder
+leaves out rungs whose needs the task cannot meet. A third-party rung registered through the
+`llm_ladder.rungs` entry point does the same and gets the same treatment. Few-shot pools come
+from the train split only; the caller never passes test examples here. Skipped: per-rung
+dependency resolution beyond these six needs.
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ from llm_ladder import plugins
 from llm_ladder.data import Example, Messages
 from llm_ladder.embedding import Embedder
 from llm_ladder.errors import LadderError
+from llm_ladder.metrics import output_kind
 from llm_ladder.models.base import ChatModel, GenParams
 from llm_ladder.task import Task
 
 # The default ladder, cheapest first. A rung is climbed by default when it is listed here
 # and the task meets its needs; any registered rung can be climbed through `rungs.include`.
 DEFAULT_LADDER = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest",
-                  "chain-of-thought", "rag", "few-shot-rag", "tool-use", "few-shot-tools",
-                  "lora", "distill", "lora-rag"]
+                  "chain-of-thought", "constrained", "few-shot-constrained",
+                  "optimized-prompt", "rag", "few-shot-rag", "tool-use",
+                  "few-shot-tools", "lora", "distill", "lora-rag"]
 
 # What a rung may need, and how to tell that a task provides it.
 NEEDS: dict[str, Callable[[Task], bool]] = {
@@ -37,6 +39,11 @@ NEEDS: dict[str, Callable[[Task], bool]] = {
     "tools": lambda t: t.tools is not None,
     "finetune": lambda t: t.finetune is not None,
     "teacher": lambda t: t.finetune is not None and bool(t.finetune.teacher),
+    # a prompt search costs up to `[optimize] budget_calls` model calls: opted into by the table
+    "optimize": lambda t: t.optimize is not None,
+    # a closed output: a label set (given, or a label metric) or a JSON schema to decode to
+    "constraint": lambda t: (t.metric.labels is not None or t.metric.schema_file is not None
+                             or output_kind(t.metric.name) == "label"),
 }
 
 
@@ -85,6 +92,10 @@ class RungContext:
     base_key: str | None = None  # model key whose weights are tuned (default: finetune.base)
     resume: bool = False
     on_event: Callable[[dict[str, Any]], None] | None = None  # training progress
+    # the model the ladder evaluates with (a prompt search calls it on train + dev), or None
+    # (`ladder serve`: a rung that needs it builds it from `model_key`)
+    model: ChatModel | None = None
+    model_key: str = "default"
 
 
 @runtime_checkable
@@ -165,7 +176,9 @@ def shot_turns(examples: list[Example]) -> Messages:
 def gen_params(ctx: RungContext, max_tokens: int | None = None) -> GenParams:
     """The task's generation settings (optionally another token cap)."""
     gen = ctx.task.generation
-    return GenParams(max_tokens=max_tokens or gen.max_tokens, temperature=gen.temperature)
+    return GenParams(max_tokens=max_tokens or gen.max_tokens, temperature=gen.temperature,
+                     repetition_penalty=gen.repetition_penalty,
+                     no_repeat_ngram_size=gen.no_repeat_ngram_size)
 
 
 class NearestShots:

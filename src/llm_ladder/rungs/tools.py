@@ -17,8 +17,7 @@ from typing import Any
 
 from llm_ladder.data import Example, Messages
 from llm_ladder.errors import LadderError
-from llm_ladder.models.base import GenParams
-from llm_ladder.rungs.base import NearestShots, Pipeline, RungContext, as_messages
+from llm_ladder.rungs.base import NearestShots, Pipeline, RungContext, as_messages, gen_params
 from llm_ladder.task import Task, ToolsConfig
 from llm_ladder.tools.calls import protocol_rules
 from llm_ladder.tools.executor import Executor
@@ -145,8 +144,7 @@ class ToolSetup:
     def pipeline(self, rung: str, ctx: RungContext,
                  pick_shots: Callable[[Example], list[Example]] | None,
                  extra: dict[str, Any] | None = None) -> Pipeline:
-        gen = ctx.task.generation
-        params = GenParams(max_tokens=gen.max_tokens, temperature=gen.temperature)
+        params = gen_params(ctx)
 
         def shots(ex: Example) -> list[Example]:
             return pick_shots(ex) if pick_shots else []

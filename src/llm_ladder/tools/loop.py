@@ -12,7 +12,7 @@ generate call. Skipped: streaming and parallel execution of one turn's calls.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llm_ladder.data import Messages
@@ -123,7 +123,7 @@ def _generate(model: Any, convs: list[Messages], tools: list[list[Tool]], params
         groups.setdefault(json.dumps(t, sort_keys=True), []).append(i)
     out: list[Generation | None] = [None] * len(convs)
     for idx in groups.values():
-        p = GenParams(params.max_tokens, params.temperature, params.stop, tools[idx[0]] or None)
+        p = replace(params, tools=tools[idx[0]] or None)  # the anti-loop settings kept
         for i, g in zip(idx, model.generate([convs[i] for i in idx], p), strict=True):
             out[i] = g
     return [g for g in out if g is not None]

@@ -1,0 +1,630 @@
+"""Fast tests of documented properties of the decision core (stats.py, decide.py, metrics.py)
+that the older unit tests left unchecked; each group was written against mutants that
+`make mutation` found alive (docs/decision.md, "Mutation testing"). The documents the decision
+returns (power report, baseline rows, confirmation) are checked whole, because their keys and
+sentences are what the CLI, the report and users read. No model; a few seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from test_baselines import LABELS, run, task
+
+from llm_ladder.decide import (
+    _request_costs,
+    baselines,
+    confirmation,
+    more_data,
+    power_report,
+    should_stop,
+    suggestions,
+)
+from llm_ladder.metrics import JsonMatch, MacroF1, TokenF1, parse_json, values_equal
+from llm_ladder.stats import (
+    Bca,
+    Interval,
+    Quality,
+    bootstrap_mean,
+    bootstrap_stat,
+    mean_rows,
+    min_margin,
+    n_needed,
+    paired_bootstrap,
+    power_one_sided,
+    sign_flip,
+    stat_quality,
+)
+
+# ---- power before climbing ------------------------------------------------------------------
+
+
+def test_power_report_is_the_documented_worked_example():
+    """docs/decision.md quotes this sentence for 60 test examples and 7 planned rungs."""
+    rep = power_report(task(0.8), 60, 7)
+    a = 0.05 / 7
+    assert rep == {
+        "bar": 0.8, "metric": "accuracy", "n_test": 60, "planned_rungs": 7,
+        "alpha_per_rung": a, "power": 0.8, "min_margin": min_margin(60, 0.8, a, 0.8),
+        "margins": [{"margin": d, "power": power_one_sided(60, 0.8, d, a),
+                     "n_needed": n_needed(0.8, d, a, 0.8)} for d in (0.05, 0.10, 0.15)],
+        "sentence": (
+            "With 60 test examples and 7 planned rungs (one-sided α = 0.00714 per rung), a "
+            "rung is confirmed above the bar 0.800 with 80% power only if its true quality is "
+            "at least 0.948 (margin 0.148). margin 0.05 needs 650 test examples; margin 0.10 "
+            "needs 144 test examples; margin 0.15 needs 57 test examples.")}
+
+
+def test_power_report_skips_only_margins_beyond_a_perfect_score():
+    # 0.8 + 0.3 > 1 is skipped, the margins after it are still reported; 0.9 + 0.1 = 1 is kept
+    rep = power_report(task(0.8), 100, 3, margins=(0.3, 0.05))
+    assert [m["margin"] for m in rep["margins"]] == [0.05]
+    rep = power_report(task(0.9), 100, 1, margins=(0.1,))
+    assert [m["margin"] for m in rep["margins"]] == [0.1]
+    assert rep["margins"][0]["n_needed"] is not None
+
+
+def test_power_report_sentences_name_the_metric_kind():
+    exact = "With 200 test examples and 2 planned rungs (one-sided α = 0.025 per rung), "
+    for metric in ("accuracy", "exact_match", "normalized_match", "json_valid"):
+        s = power_report(task(0.5, metric), 200, 2, margins=())["sentence"]
+        assert s.startswith(exact) and s.endswith(")."), (metric, s)
+        assert "conservative" not in s and "approximate" not in s
+    s = power_report(task(0.5, "macro_f1"), 200, 2, margins=())["sentence"]
+    assert s.endswith("(margin 0.102) (approximate for macro-F1).")
+    s = power_report(task(0.5, "token_f1"), 200, 2, margins=())["sentence"]
+    assert s.endswith(" (conservative for continuous scores).")
+    # no margin fits under 1: the sentence ends after the first part, with nothing appended
+    s = power_report(task(0.99), 2000, 1)["sentence"]
+    assert s.endswith("(margin 0.005).") and "needs" not in s
+    assert power_report(task(0.99), 2000, 1)["margins"] == []
+
+
+def test_power_report_when_nothing_can_be_confirmed_or_no_bar():
+    assert power_report(task(0.8), 12, 12)["sentence"] == (
+        "With 12 test examples and 12 planned rungs (one-sided α = 0.00417 per rung), no rung "
+        "can be confirmed above the bar 0.800 with 80% power, even a perfect one: the decision "
+        "cannot be made. margin 0.05 needs 738 test examples; margin 0.10 needs 168 test "
+        "examples; margin 0.15 needs 68 test examples.")
+    doc = power_report(task(None), 50, 3)
+    assert doc == {"bar": None, "metric": "accuracy", "n_test": 50, "planned_rungs": 3,
+                   "alpha_per_rung": 0.05 / 3, "power": 0.8, "min_margin": None,
+                   "margins": [], "sentence": "No quality bar set: nothing to confirm."}
+
+
+# ---- trivial baselines --------------------------------------------------------------------
+
+
+def test_baseline_rows_are_whole_documents():
+    refs = {"e000": "yes", "e001": "no", "e002": "maybe", "e003": "yes"}  # "maybe": no label
+    rows = baselines(["no", "no", "yes"], refs, "accuracy", LABELS)
+    majority = {k: v for k, v in rows[0].items() if k != "predictions"}
+    q = majority.pop("quality")
+    assert majority == {"rung": "baseline: majority class (no)", "baseline": "majority",
+                        "run_id": None, "metric": "accuracy", "n": 4, "scored": 3,
+                        "failed": 0, "unscored": 1, "unscored_share": 0.25,
+                        "train_share": 2 / 3}
+    assert (q["value"], q["n"]) == (pytest.approx(1 / 3), 3)
+    assert rows[0]["predictions"][1] == {
+        "example_id": "e001", "output": "no", "reference": "no", "score": 1.0,
+        "score_reason": None, "details": {"label": "no"}, "error": None}
+    assert rows[0]["predictions"][2]["score"] is None
+    assert rows[0]["predictions"][2]["score_reason"] == "reference 'maybe' is not one of the " \
+        "task's labels"
+    uniform = rows[1]
+    assert uniform["rung"] == "baseline: uniform random label"
+    assert uniform["baseline"] == "uniform" and uniform["train_share"] is None
+    assert uniform["unscored"] == 1 and uniform["failed"] == 0
+    # the default seed is 0: the same rows as an explicit seed 0, others differ somewhere
+    assert baselines(["no"], refs, "accuracy", LABELS, seed=0) == \
+        baselines(["no"], refs, "accuracy", LABELS)
+
+
+def test_baseline_majority_ties_go_to_the_first_task_label():
+    refs = {f"e{i}": "yes" for i in range(20)}
+    assert baselines(["no", "yes"], refs, "accuracy", ["yes", "no"])[0]["rung"] == \
+        "baseline: majority class (yes)"
+    assert baselines(["no", "yes"], refs, "accuracy", ["no", "yes"])[0]["rung"] == \
+        "baseline: majority class (no)"
+    # a task label the train split never shows is still drawn by the uniform baseline
+    outs = {p["output"] for p in
+            baselines(["no"], refs, "accuracy", ["yes", "no", "maybe"])[1]["predictions"]}
+    assert outs == {"yes", "no", "maybe"}
+
+
+def test_baselines_without_task_labels_use_the_train_outputs():
+    refs = {f"e{i}": r for i, r in enumerate(["b", "a", "b", "c"])}
+    rows = baselines(["b", "a", "b"], refs, "accuracy")
+    assert rows[0]["rung"] == "baseline: majority class (b)"
+    assert rows[0]["quality"]["value"] == 0.5 and rows[0]["unscored"] == 0
+    assert {p["output"] for p in rows[1]["predictions"]} <= {"a", "b"}
+    # macro-F1 keeps the task's labels: a reference outside them is unscored
+    mf = baselines(["yes"], {"e0": "yes", "e1": "maybe"}, "macro_f1", LABELS)
+    assert mf[0]["unscored"] == 1 and mf[0]["metric"] == "macro_f1"
+    assert baselines(["yes"], {}, "accuracy", LABELS) == []
+    assert baselines([], refs, "accuracy") == []  # no labels and none seen
+
+
+# ---- stopping the climb --------------------------------------------------------------------
+
+
+def test_should_stop_applies_the_baseline_test_with_the_stored_predictions():
+    t = task(bar=0.6)
+    refs = ["yes"] * 52 + ["no"] * 8
+    base = baselines(["yes"] * 90 + ["no"] * 10, {f"e{i:03d}": r for i, r in enumerate(refs)},
+                     "accuracy", LABELS)
+    always_yes, p1 = run("zero-shot", ["yes"] * 60, refs)  # at the majority baseline
+    good, p2 = run("few", refs, refs)
+    store = {"zero-shot": p1, "few": p2}.__getitem__
+    assert not should_stop(t, [always_yes], 1, store, base)  # above the bar, not the baseline
+    assert should_stop(t, [always_yes], 1, store, None)
+    assert should_stop(t, [always_yes, good], 2, store, base)
+    assert not should_stop(t, [good], 1, None, base)  # no predictions: no baseline test
+
+
+# ---- the confirmation slice ---------------------------------------------------------------
+
+
+def test_confirmation_tests_the_slice_predictions_not_the_summary():
+    summary, _ = run("few", ["yes"] * 30, ["yes"] * 30)  # the climb's test rows: 30 of 30
+    _, slice_preds = run("few", ["yes"] * 10, ["yes"] * 10)  # the held-back rows: 10 of 10
+    doc = confirmation(task(), summary, slice_preds)
+    assert doc == {
+        "rung": "few", "confirmed": False, "p_bar": pytest.approx(0.8**10),
+        "quality": {"value": 1.0, "low": pytest.approx(0.6915029), "high": 1.0, "n": 10,
+                    "method": "exact binomial (Clopper–Pearson)"},
+        "reason": "few on the confirmation slice: 1.000 [0.692, 1.000], one-sided p=0.107 "
+                  "against the bar 0.800 — not confirmed."}
+    # without slice predictions it falls back to the summary (30 of 30)
+    doc = confirmation(task(), summary)
+    assert doc["confirmed"] and doc["p_bar"] == pytest.approx(0.8**30)
+    assert doc["reason"].endswith("one-sided p=0.00124 against the bar 0.800 — confirmed.")
+    assert confirmation(task(), summary, [])["reason"] == \
+        "no test possible on the confirmation slice"
+
+
+def test_confirmation_level_is_inclusive_and_needs_a_test():
+    one, preds = run("few", ["yes"], ["yes"])
+    doc = confirmation(task(bar=0.025), one, preds)  # p = 0.025 exactly: p ≤ 0.025 passes
+    assert doc["p_bar"] == 0.025 and doc["confirmed"]
+    nobar = confirmation(task(bar=None), one, preds)
+    assert nobar["p_bar"] is None and not nobar["confirmed"]
+    assert nobar["reason"] == "no test possible on the confirmation slice"
+    # a continuous summary without predictions or a stored p-value: no test
+    cont = {"rung": "rag", "quality": {"value": 0.7, "low": 0.6, "high": 0.8, "n": 40,
+                                       "method": "BCa bootstrap"}}
+    doc = confirmation(task(bar=0.5), cont)
+    assert doc["p_bar"] is None and not doc["confirmed"]
+    assert doc["reason"] == "no test possible on the confirmation slice"
+
+
+# ---- per-request costs for the break-even interval ------------------------------------------
+
+
+def _priced(price: dict):
+    from llm_ladder.task import Task
+
+    return Task.model_validate({"name": "t", "bar": 0.8, "data": {"examples": ["x.jsonl"]},
+                                "metric": {"name": "accuracy"},
+                                "prices": {"default": price}})
+
+
+def test_request_costs_price_each_request():
+    s = {"model": "default"}
+    tok = _priced({"input_per_1m": 1.0, "output_per_1m": 2.0})
+    preds = [{"tokens_in": 100, "tokens_out": 10}, {"tokens_in": None, "tokens_out": 5},
+             {"tokens_in": 40}]
+    assert _request_costs(tok, s, preds) == pytest.approx([120e-6, 10e-6, 40e-6])
+    hour = _priced({"usd_per_hour": 3600.0})  # $1 per compute second
+    preds = [{"details": {"compute_s": 0.5}, "latency_s": 9.0}, {"latency_s": 2.0},
+             {"details": None, "latency_s": None}]
+    assert _request_costs(hour, s, preds) == pytest.approx([0.5, 2.0, 0.0])
+    assert _request_costs(hour, s, []) is None
+    assert _request_costs(hour, {"model": None}, preds) is None
+    assert _request_costs(hour, {"model": "other"}, preds) is None  # no such model
+    assert _request_costs(_priced({}), s, preds) is None  # no price: unknown, never guessed
+
+
+# ---- "more test data" advice ------------------------------------------------------------------
+
+
+def test_more_data_is_the_documented_sentence():
+    s, _ = run("few-shot-random", ["yes"] * 55 + ["no"] * 5, ["yes"] * 60)
+    t = task()
+    assert more_data(t, s, s["quality"], 7) == [
+        "few-shot-random's estimate 0.917 is above the bar but not confirmed with 60 test "
+        "examples; if its quality holds, about 105 test examples give the corrected test "
+        "(7 planned rungs) 80% power (more data)."]
+    # a margin too small for 100,000 examples; the held-back rows are named
+    tiny = {"value": 0.8001, "n": 60}
+    assert more_data(t, s, tiny, 7, capped_test=74) == [
+        "few-shot-random's estimate 0.800 is above the bar but not confirmed with 60 test "
+        "examples; if its quality holds, more than 100,000 test examples give the corrected "
+        "test (7 planned rungs) 80% power (more data). 74 test rows held back by "
+        "split.max_test have not been looked at: use them as a fresh confirmation slice and "
+        "decide on them alone, not pooled with these."]
+    # n from the quality, else from the summary, else 0
+    assert "with 40 test examples" in more_data(t, {"rung": "r", "n": 40}, {"value": 0.9}, 1)[0]
+    assert "with 0 test examples" in more_data(t, {"rung": "r"}, {"value": 0.9}, 1)[0]
+    # nothing to add at or below the bar, without a value, or without a bar
+    assert more_data(t, s, {"value": 0.8, "n": 60}, 7) == []
+    assert more_data(t, s, {"value": None, "n": 60}, 7) == []
+    assert more_data(task(bar=None), s, s["quality"], 7) == []
+
+
+def test_generation_failures_alone_give_one_suggestion():
+    analysis = {"categories": {"generation failed": 10}, "failed": 10, "format_errors": 0,
+                "truncated": 0, "unscored": {}}
+    assert suggestions(task(), {"rung": "rag"}, analysis, ["rag"]) == [
+        "10 generation(s) of rag failed (an error instead of an answer: context overflow, "
+        "timeout, server error); they count as wrong. Check the stored errors: a shorter "
+        "prompt, a larger context_length or more retries."]
+
+
+# ---- BCa inversion, intervals of corpus statistics, descriptive bootstraps -------------------
+
+
+def test_bca_p_value_formula_ties_and_clipping():
+    boot = np.array([0.1, 0.2, 0.2, 0.3])
+    plain = Bca(0.2, boot, 0.0, 0.0, 4)
+    assert plain.p_greater(0.2) == pytest.approx(0.5)  # ties with the bar count half
+    assert plain.p_greater(0.25) == pytest.approx(0.75)
+    assert plain.p_greater(0.05) == pytest.approx(0.125)  # clipped at half a resample
+    assert plain.p_greater(0.5) == pytest.approx(0.875)
+    # bias correction and acceleration: p = Φ(u / (1 + a·u) − z0), u = Φ⁻¹(g) − z0
+    for z0, a in ((0.1, 0.0), (0.1, 0.05), (-0.2, -0.1)):
+        u = norm.ppf(0.75) - z0
+        want = norm.cdf(u / (1 + a * u) - z0)
+        assert Bca(0.2, boot, z0, a, 4).p_greater(0.25) == pytest.approx(want)
+    # the bar beyond what the transformation reaches: 1 above (u > 0), 0 below (u < 0)
+    assert Bca(0.2, boot, -0.5, -2.0, 4).p_greater(0.2) == 1.0  # u = 0.5, 1 + a·u = 0
+    assert Bca(0.2, boot, -0.5, -4.0, 4).p_greater(0.2) == 1.0  # u = 0.5, 1 + a·u < 0
+    assert Bca(0.2, boot, 1.0, 2.0, 4).p_greater(0.2) == 0.0   # u = -1, 1 + a·u < 0
+
+
+def test_stat_quality_of_a_corpus_statistic():
+    x = np.random.default_rng(3).beta(2, 3, 40)
+    q = stat_quality(mean_rows(x), 40, bar=0.3)
+    assert q == stat_quality(mean_rows(x), 40, bar=0.3, seed=0)  # seeded: stable reports
+    assert q.interval.method == "BCa bootstrap" and q.interval.n == 40
+    assert q.interval.value == pytest.approx(x.mean())
+    assert q.interval.low < x.mean() < q.interval.high and q.p_bar is not None
+    assert stat_quality(mean_rows(x), 40).p_bar is None  # no bar, no test
+    assert stat_quality(mean_rows(x), 0, bar=0.3) == Quality(
+        Interval(None, None, None, 0, "none"), None)
+    one = stat_quality(mean_rows(np.array([0.7])), 1, bar=0.5, method="m")
+    assert (one.interval.value, one.interval.n, one.interval.method, one.p_bar) == \
+        (0.7, 1, "m", 0.0)
+
+
+def test_paired_bootstrap_is_seeded_and_two_sided():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, 200)
+    b = np.clip(a - 0.1 + rng.normal(0, 0.05, 200), 0, 1)  # B is worse
+    d, low, high, p = paired_bootstrap(a, b)
+    assert (d, low, high, p) == paired_bootstrap(a, b, seed=0)
+    assert p == sign_flip(b - a, 0)[0] and p < 0.001  # two-sided: small for a drop too
+    assert high < 0
+
+
+def _percentile_reference(x, resamples, level, seed):
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    return np.quantile(means, (1 - level) / 2), np.quantile(means, 1 - (1 - level) / 2)
+
+
+def test_descriptive_percentile_bootstraps_follow_their_definition():
+    """The percentile helpers (sub-scores only): 2,000 (mean) and 1,000 (statistic) seeded
+    resamples, the (1 − level) / 2 quantiles of the resampled values."""
+    x = np.random.default_rng(5).exponential(1.0, 25)
+    iv = bootstrap_mean(list(x))
+    assert (iv.low, iv.high) == pytest.approx(_percentile_reference(x, 2000, 0.95, 0))
+    iv90 = bootstrap_mean(list(x), level=0.9, seed=2)
+    assert (iv90.low, iv90.high) == pytest.approx(_percentile_reference(x, 2000, 0.9, 2))
+    # every example can be drawn, the first one included
+    assert bootstrap_mean([10.0, 0, 0, 0]).high > 0
+    iv = bootstrap_stat(25, lambda idx: float(x[idx].mean()))
+    rng = np.random.default_rng(0)
+    draws = [x[rng.integers(0, 25, size=25)].mean() for _ in range(1000)]
+    assert (iv.low, iv.high) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])))
+    assert iv.value == pytest.approx(x.mean()) and iv.n == 25
+    assert bootstrap_stat(4, lambda idx: float(np.asarray([10.0, 0, 0, 0])[idx].mean())).high > 0
+    # a statistic that is undefined on some resamples: those draws are left out
+    none_on_zero = bootstrap_stat(3, lambda idx: None if 0 in idx else 1.0, resamples=50)
+    assert (none_on_zero.low, none_on_zero.high) == (1.0, 1.0)
+
+
+def test_min_margin_edges():
+    assert min_margin(1, 0.01, 0.025) == pytest.approx(0.79)  # one example can decide
+    assert min_margin(0, 0.5, 0.025) is None
+    # power 1 is reached only near a perfect rung, but it is reached
+    assert 0.19 < min_margin(100, 0.8, 0.005, power=1.0) <= 0.2
+
+
+# ---- metrics: corpus macro-F1 encoding, token F1, JSON ---------------------------------------
+
+
+def test_macro_f1_encoding_fixes_the_label_set():
+    m = MacroF1(labels=["a", "b", "c"])
+    # the task's labels that occur among references or predictions, in the task's order
+    assert m.encode(["b", "a"], [" a ", "a"]) == ([0, 0], [1, 0], ["a", "b"])
+    assert m.corpus(["b", "a"], ["a", "a"]) == pytest.approx((2 / 3 + 0) / 2)
+    free = MacroF1()  # no task labels: the normalized references, sorted
+    assert free.encode(["Yes", "maybe"], ["yes!", "No"]) == ([1, 0], [1, 2], ["no", "yes"])
+    assert free.corpus([], []) is None
+
+
+def test_token_f1_counts_repeated_tokens_once_each():
+    f = TokenF1()
+    assert f.score("the", "the the").value == pytest.approx(2 / 3)
+    assert f.score("the the", "the the").value == 1.0
+    assert f.score("the the cat", "the cat").value == pytest.approx(0.8)
+    assert f.score("the the the", "the").value == pytest.approx(0.5)
+
+
+def test_json_is_found_inside_prose():
+    assert parse_json('The answer is {"a": {"b": 1}} as asked.') == ({"a": {"b": 1}}, None)
+    assert parse_json('x{"a": 1} y') == ({"a": 1}, None)
+    assert parse_json("Values: [1, 2] done") == ([1, 2], None)
+    assert parse_json("no json here") == (None, "output is not valid JSON")
+
+
+def test_values_equal_tolerances_and_types():
+    assert values_equal(1e12, 1e12 + 1)  # relative tolerance for large numbers
+    assert not values_equal(0.0, 1.5e-9)  # absolute 1e-9 near zero
+    assert values_equal(0.0, 0.5e-9)
+    assert not values_equal(["a"], "a") and not values_equal("a", ["a"])
+    assert not values_equal({"a": 1}, ["a"]) and not values_equal(["a"], {"a": 1})
+    assert values_equal([1, "X"], [1.0, "x"]) and not values_equal([1], [1, 1])
+
+
+def test_json_match_reports_at_most_three_schema_errors():
+    schema = {"type": "object", "properties": {k: {"type": "integer"} for k in "abcde"}}
+    s = JsonMatch(schema=schema).score('{"a": "x", "b": "x", "c": "x", "d": "x", "e": "x"}',
+                                       '{"a": 1}')
+    assert s.value == 0.0 and len(s.details["schema_errors"]) == 3
+
+
+# ---- suggestions when no rung meets the bar ---------------------------------------------------
+
+
+def _analysis(categories: dict[str, int], fmt: int, truncated: int = 0,
+              unscored: dict[str, int] | None = None) -> dict:
+    return {"categories": categories, "failed": sum(categories.values()),
+            "format_errors": fmt, "truncated": truncated, "unscored": unscored or {}}
+
+
+def test_suggestions_when_half_or_more_failures_are_format_errors():
+    few = {"rung": "few"}
+    label_fmt = "format error (output names no label)"
+    assert suggestions(task(), few, _analysis({label_fmt: 2, "wrong label": 2}, 2),
+                       ["zero-shot"]) == [
+        f"2 of 4 failures of few are format errors ({label_fmt}): the model does not produce "
+        "the expected form; rungs that teach the form by example have not run yet: try "
+        "few-shot-nearest or lora."]
+    text = {"empty output": 1, "truncated (hit max_tokens)": 1, "wrong answer": 2}
+    assert suggestions(task(metric="token_f1"), few, _analysis(text, 2, truncated=1),
+                       ["few-shot-nearest", "lora"]) == [
+        "2 of 4 failures of few are format errors (empty output, truncated (hit max_tokens)): "
+        "the model does not produce the expected form; few-shot-nearest and lora ran and did "
+        "not teach it: more or cleaner train examples (`ladder check` lists conflicting and "
+        "likely mislabelled ones), or a larger model; truncated outputs need a larger "
+        "generation.max_tokens."]
+    # fewer than half: the failures are well-formed but wrong
+    assert suggestions(task(), few, _analysis({label_fmt: 1, "wrong label": 2}, 1),
+                       ["few-shot-nearest"]) == [
+        "2 of 3 failures of few are well-formed but wrong answers: a mapping the model has not "
+        "learned; try lora, which learn the mapping from the train examples."]
+
+
+def test_suggestions_for_wrong_answers_follow_what_ran():
+    few, wrong = {"rung": "few"}, _analysis({"wrong answer": 3}, 0)
+    head = ("3 of 3 failures of few are well-formed but wrong answers: a knowledge gap or a "
+            "mapping the model has not learned; ")
+    learn = ("if they follow from examples, try few-shot-nearest or lora, which learn the "
+             "mapping from the train examples.")
+    t = task(metric="token_f1")
+    assert suggestions(t, few, wrong, ["zero-shot"]) == [
+        head + "if the answers are in documents, add a [corpus] and run the RAG rungs; " + learn]
+    rag = head + "the RAG rungs did not close it, so check retrieval (recall@k); "
+    assert suggestions(t, few, wrong, ["rag"]) == [rag + learn]
+    assert suggestions(t, few, wrong, ["few-shot-rag", "few-shot-nearest", "lora"]) == [
+        rag + "if they follow from examples, few-shot-nearest and lora ran: more labelled "
+        "examples, or cleaner ones (`ladder check` lists conflicting and likely mislabelled "
+        "ones)."]
+    assert suggestions(task(), few, _analysis({}, 0, unscored={"reference is empty": 2,
+                                                               "bad ref": 1}), []) == [
+        "3 prediction(s) of few could not be scored (reference is empty: 2; bad ref: 1); fix "
+        "that before trusting the comparison."]
+
+
+# ---- the power computation's critical count --------------------------------------------------
+
+
+def test_critical_k_is_the_smallest_count_whose_exact_tail_is_within_alpha():
+    from scipy.stats import binom
+
+    from llm_ladder.stats import critical_k
+
+    def brute(n, bar, alpha):
+        tails = binom.sf(np.arange(-1, n), n, bar)  # P(X ≥ k) for k = 0..n
+        ok = np.nonzero(tails <= alpha)[0]
+        return int(ok[0]) if ok.size else None
+
+    cases = [(n, bar, alpha) for n in (1, 2, 3, 5, 8, 12, 30, 60, 200)
+             for bar in (0.025, 0.3, 0.5, 0.8, 0.95)
+             for alpha in (0.001, 0.00714, 0.025, 0.05, 0.25, 1.0)]
+    cases += [(1, 0.025, 0.025), (2, 0.5, 0.25), (3, 0.5, 0.125)]  # α equal to a tail
+    for n, bar, alpha in cases:
+        assert critical_k(n, bar, alpha) == brute(n, bar, alpha), (n, bar, alpha)
+
+
+# ---- the break-even interval in the recommendation --------------------------------------------
+
+
+def test_break_even_interval_includes_the_retraining_upkeep(tmp_path):
+    """Constant per-request costs: the resampled interval collapses onto the point estimate,
+    which spreads the yearly re-training over the requests of a day (upkeep included)."""
+    from test_decide import answers, make_task, store_run
+
+    from llm_ladder.decide import decide
+    from llm_ladder.store import Store
+    from llm_ladder.task import load_task
+
+    t = load_task(make_task(tmp_path / "t", budget="requests_per_day = 1000\n"
+                                                   "base_model_upgrades_per_year = 2"))
+    store = Store(t.state_dir / "runs.db")
+    few = store_run(store, t, "few-shot-nearest", answers(200, set(range(24))), latency=0.5)
+    lora = store_run(store, t, "lora", answers(200, set(range(4))), latency=0.1,
+                     one_time={"seconds": 600.0, "usd": 0.5, "what": "LoRA training"})
+    rec = decide(t, [few, lora], store.predictions,
+                 {r["id"]: r["config"] for r in store.list_runs()})
+    assert rec["rung"] == "lora"
+    saving = (0.5 - 0.1) * 0.10 / 3600 - 2 * 0.5 / (365 * 1000)  # minus lora's upkeep
+    point = f"{0.5 / saving:,.0f}"
+    assert f"after {point} requests (95% interval {point} to {point})" in rec["reason"]
+
+
+# ---- error analysis ---------------------------------------------------------------------------
+
+
+def _p(i: int, score: float | None, out: str = "x", ref: str = "yes", **details) -> dict:
+    return {"example_id": f"e{i:02d}", "output": out, "reference": ref, "score": score,
+            "score_reason": details.pop("reason", None), "details": details, "error": None}
+
+
+def test_correct_is_a_score_of_at_least_one_half():
+    from llm_ladder.decide import correct
+
+    assert correct(0.5) is True and correct(0.49) is False and correct(None) is None
+
+
+def test_error_analysis_of_a_label_run_is_a_whole_document():
+    from llm_ladder.decide import error_analysis
+
+    preds = [_p(0, None, reason=None), _p(1, None, reason="bad reference")]
+    preds += [_p(2, 1.0, label="yes"), _p(3, 0.0, label=None, finish_reason="length")]
+    # seven wrong labels, six distinct confusions (one twice): the top five are kept
+    wrong = ["no", "no", "a", "b", "c", "d", "e"]
+    preds += [_p(4 + i, 0.0, ref="yes", label=w) for i, w in enumerate(wrong)]
+    preds.append(_p(11, None, reason="bad reference"))
+    doc = error_analysis(preds, "accuracy")
+    assert doc == {
+        "kind": "label", "n": 12, "failed": 8,
+        "categories": {"format error (output names no label)": 1, "wrong label": 7},
+        "examples": {"format error (output names no label)": ["e03"],
+                     "wrong label": ["e04", "e05", "e06", "e07", "e08"]},
+        "format_errors": 1, "truncated": 1,
+        "unscored": {"no reason": 1, "bad reference": 2},
+        "confusions": {"yes → no": 2, "yes → a": 1, "yes → b": 1, "yes → c": 1,
+                       "yes → d": 1},
+        "wrong_fields": {}}
+
+
+def test_error_analysis_of_json_and_text_runs():
+    from llm_ladder.decide import error_analysis
+
+    fields = lambda bad: {f: f not in bad for f in "abcdef"}  # noqa: E731
+    preds = [_p(0, 0.0, error="output is not valid JSON"),  # json_valid's details
+             _p(1, 0.0, valid_json=False),
+             _p(2, 0.0, valid_json=True, schema_errors=["x"]),
+             _p(3, 0.4, valid_json=True, fields=fields("abcdef")),
+             _p(4, 0.4, valid_json=True, fields=fields("abcde")),
+             _p(5, 0.4, valid_json=True, fields=fields("ab"))]
+    doc = error_analysis(preds, "json_match")
+    assert doc["categories"] == {"invalid JSON": 2, "schema violation": 1, "wrong values": 3}
+    assert doc["wrong_fields"] == {"a": 3, "b": 3, "c": 2, "d": 2, "e": 2}
+    assert doc["confusions"] == {} and doc["format_errors"] == 3
+    text = [_p(0, 0.0, out=" "), _p(1, 0.2, finish_reason="length"),
+            _p(2, 0.0, finish_reason="length"), _p(3, 0.3), _p(4, 0.0),
+            _p(5, 0.0, finish_reason="stop")]
+    doc = error_analysis(text, "token_f1")
+    assert doc["categories"] == {"empty output": 1, "truncated (hit max_tokens)": 2,
+                                 "low overlap": 1, "wrong answer": 2}
+    assert doc["truncated"] == 2 and doc["examples"]["wrong answer"] == ["e04", "e05"]
+
+
+# ---- sign-flip permutation test ----------------------------------------------------------------
+
+
+def _sign_flip_reference(x: np.ndarray, seed: int = 0, draws: int = 20000):
+    """Exact enumeration up to 16 non-zero differences, else (hits + 1) / (draws + 1) over
+    seeded random sign patterns; a permuted sum equal to the observed one counts as a hit."""
+    obs = x.sum()
+    if x.size <= 16:
+        signs = 1 - 2 * ((np.arange(2**x.size)[:, None] >> np.arange(x.size)) & 1)
+        sums = signs @ x
+        return (np.mean(np.abs(sums) >= abs(obs) - 1e-9), np.mean(sums >= obs - 1e-9))
+    sums = (np.random.default_rng(seed).integers(0, 2, size=(draws, x.size)) * 2 - 1) @ x
+    return ((np.sum(np.abs(sums) >= abs(obs) - 1e-9) + 1) / (draws + 1),
+            (np.sum(sums >= obs - 1e-9) + 1) / (draws + 1))
+
+
+def test_sign_flip_counts_ties_and_uses_the_monte_carlo_formula():
+    # integer differences: many permuted sums equal the observed one (ties are hits)
+    big = np.array([1.0] * 14 + [-1.0] * 6 + [2.0] * 4)  # 24 non-zero: Monte Carlo
+    assert sign_flip(big) == pytest.approx(_sign_flip_reference(big))
+    assert sign_flip(big) == sign_flip(big, seed=0)
+    sixteen = np.array([1.0] * 11 + [-1.0] * 5)  # exactly 16: still enumerated
+    assert sign_flip(sixteen) == pytest.approx(_sign_flip_reference(sixteen))
+    small = np.array([1.0, 1.0, -1.0, 2.0, 0.0])
+    assert sign_flip(small) == pytest.approx(_sign_flip_reference(small[small != 0]))
+    assert sign_flip([0.3]) == (1.0, 0.5)  # one difference: either sign, half the time
+    assert sign_flip([0.0, 0.0]) == (1.0, 1.0)
+
+
+def test_power_beyond_a_perfect_score_is_the_power_of_a_perfect_rung():
+    assert power_one_sided(50, 0.9, 0.2, 0.05) == power_one_sided(50, 0.9, 0.1, 0.05) == 1.0
+
+
+# ---- small documents and edge cases ------------------------------------------------------------
+
+
+def test_cost_text_names_the_one_time_and_recurring_work():
+    from llm_ladder.costs import Ownership
+    from llm_ladder.decide import cost_text
+
+    assert cost_text(Ownership("r", 0.0, one_time_s=300.0)) == "5 min of one-time work"
+    assert cost_text(Ownership("r", 0.0, one_time_what="indexing (not measured)",
+                               recurring_what="re-indexing")) == \
+        "indexing (not measured) plus re-indexing"
+    assert cost_text(Ownership("r", 0.0)) == ""
+
+
+def test_paired_test_documents_and_the_binary_choice():
+    from llm_ladder.stats import Paired, newcombe_paired, paired_test
+
+    assert paired_test([], []) == Paired("none", 0, None, None, None, None, None, 1.0)
+    # both runs must be 0/1 for McNemar; one continuous run gives the sign-flip test
+    assert paired_test([1, 0, 1], [0.5, 0.2, 0.9]).test == "sign-flip permutation"
+    assert paired_test([0.5, 0.2, 0.9], [1, 0, 1]).test == "sign-flip permutation"
+    a = [1, 1, 1, 0, 0, 0, 1, 0, 1, 1]
+    b = [1, 1, 0, 1, 1, 0, 1, 0, 1, 1]  # both 5, A only 1, B only 2, neither 2
+    t = paired_test(a, b)
+    assert (t.low, t.high) == newcombe_paired(5, 2, 1, 2)
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)  # 40 differences: Monte Carlo
+    assert paired_test(x, y) == paired_test(x, y, seed=0)
+    d = paired_bootstrap(x, y)
+    assert d == paired_bootstrap(x, y, seed=0) and d[3] == sign_flip(y - x, 0)[0]
+
+
+def test_more_data_counts_the_examples_of_the_quality():
+    s = {"rung": "r", "n": 70}
+    assert "with 60 test examples" in more_data(task(), s, {"value": 0.9, "n": 60}, 1)[0]
+
+
+def test_output_kind_defaults_to_text():
+    from llm_ladder.metrics import output_kind
+
+    assert output_kind("token_f1") == "text" and output_kind("no-such-metric") == "text"
+    assert output_kind("accuracy") == "label" and output_kind("json_match") == "json"
+
+
+def test_macro_f1_keeps_case_sensitive_task_labels():
+    assert MacroF1(labels=["Yes", "No"]).encode(["Yes"], [" Yes"]) == ([0], [0], ["Yes"])
+
+
+def test_json_right_after_a_closing_brace_and_tolerance_boundary():
+    assert parse_json('x{"a": 1}.') == ({"a": 1}, None)
+    assert values_equal(0.0, 1e-9)  # the tolerance is inclusive

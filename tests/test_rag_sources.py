@@ -148,7 +148,10 @@ def test_sql_query_that_never_ends_is_one_problem_not_a_hang(db: Path) -> None:
                               query_timeout_s=1.0)
     assert time.monotonic() - t0 < 10
     assert docs == [] and len(problems) == 1
-    assert "ran past 1 s" in problems[0].message
+    # the clock between fetches or SQLite's progress handler inside one, whichever sees the
+    # deadline first
+    assert ("ran past 1 s" in problems[0].message
+            or problems[0].message == "query failed: OperationalError: interrupted")
     # a slow statement (no rows yet) is interrupted by SQLite's progress handler
     slow = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
             "SELECT count(*) AS body FROM n")

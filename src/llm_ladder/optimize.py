@@ -496,3 +496,20 @@ def stored_prompts(state_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue
     return sorted(docs, key=lambda d: -float(d.get("created") or 0))
+
+
+def trace_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per searched candidate for display: its key, instruction name, k, demo set,
+    mean dev score on half A and half B (None when not scored there) and its mark ("chosen",
+    "finalist" or "")."""
+    names = [i.get("name", "") for i in trace.get("instructions", [])]
+    rows = []
+    for key, c in (trace.get("candidates") or {}).items():
+        rows.append({
+            "key": key, "k": c["k"], "demo_set": c["demo_set"],
+            "instruction": names[c["instruction"]] if c["instruction"] < len(names) else "?",
+            "A": sum(c["A"].values()) / len(c["A"]) if c["A"] else None,
+            "B": sum(c["B"].values()) / len(c["B"]) if c["B"] else None,
+            "mark": "chosen" if key == trace.get("chosen") else (
+                "finalist" if key in trace.get("finalists", []) else "")})
+    return rows

@@ -72,16 +72,10 @@ def _print_prompt(doc: dict[str, Any]) -> None:
               f"{fmt(tr.get('seconds'), '.0f')} s; dev halves A {len(tr.get('dev_a', []))} / B "
               f"{len(tr.get('dev_b', []))}; {tr.get('bootstrapped', 0)} demonstrations "
               f"bootstrapped; ranking on A held on B: {tr.get('ranking_held')}", highlight=False)
-    names = [i.get("name", "") for i in tr.get("instructions", [])]
     t = Table(title="search trace (dev half A for every candidate; B for the finalists)")
     for col in ("candidate", "instruction", "k", "demo set", "dev A", "dev B", ""):
         t.add_column(col)
-    for key, c in (tr.get("candidates") or {}).items():
-        a = sum(c["A"].values()) / len(c["A"]) if c["A"] else None
-        b = sum(c["B"].values()) / len(c["B"]) if c["B"] else None
-        mark = "chosen" if key == tr.get("chosen") else (
-            "finalist" if key in tr.get("finalists", []) else "")
-        name = names[c["instruction"]] if c["instruction"] < len(names) else "?"
-        t.add_row(key, esc(name), str(c["k"]), str(c["demo_set"] if c["k"] else "—"), fmt(a),
-                  fmt(b), mark)
+    for r in optimize.trace_rows(tr):
+        t.add_row(r["key"], esc(r["instruction"]), str(r["k"]),
+                  str(r["demo_set"] if r["k"] else "—"), fmt(r["A"]), fmt(r["B"]), r["mark"])
     out.print(t)

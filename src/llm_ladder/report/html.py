@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 from llm_ladder.costs import break_even_sentence, minutes
+from llm_ladder.optimize import trace_rows
 from llm_ladder.report.charts import break_even_chart, color, scatter
 
 CSS = """
@@ -388,16 +389,9 @@ def _optimized(prompts: dict[str, Any]) -> str:
             f"on train + dev only: {e(tr.get('calls'))} model calls in "
             f"{num(tr.get('seconds'), '.0f')} s.</p><pre class=prompt>{e(doc['instruction'])}"
             f"</pre>" + (f"<ol>{demos}</ol>" if demos else ""))
-        names = [i.get("name", "") for i in tr.get("instructions", [])]
-        rows = []
-        for key, c in (tr.get("candidates") or {}).items():
-            a = sum(c["A"].values()) / len(c["A"]) if c["A"] else None
-            b = sum(c["B"].values()) / len(c["B"]) if c["B"] else None
-            mark = "chosen" if key == tr.get("chosen") else (
-                "finalist" if key in tr.get("finalists", []) else "")
-            name = names[c["instruction"]] if c["instruction"] < len(names) else "?"
-            rows.append(f"<tr><td>{e(key)}</td><td>{e(name)}</td><td>{e(c['k'])}</td>"
-                        f"<td>{num(a)}</td><td>{num(b)}</td><td>{mark}</td></tr>")
+        rows = [f"<tr><td>{e(r['key'])}</td><td>{e(r['instruction'])}</td><td>{e(r['k'])}</td>"
+                f"<td>{num(r['A'])}</td><td>{num(r['B'])}</td><td>{r['mark']}</td></tr>"
+                for r in trace_rows(tr)]
         html.append(f"<table class=trace><tr><th>candidate</th><th>instruction</th><th>k</th>"
                     f"<th>dev A ({len(tr.get('dev_a', []))})</th><th>dev B "
                     f"({len(tr.get('dev_b', []))})</th><th></th></tr>{''.join(rows)}</table>")

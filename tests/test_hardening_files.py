@@ -124,3 +124,83 @@ def test_a_failed_report_write_leaves_the_previous_report(tmp_path: Path, monkey
     assert html_path.read_text() == "the previous report"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html",
                                                                       "report.md"]
+
+
+def _tune_once(task_dir: str, n: int, started, waiting, errors, events) -> None:
+    """One `ladder run` process tuning `lora`: the trainer is replaced by one that writes a
+    checkpoint into the shared work folder, waits, and needs that checkpoint back intact."""
+    import time as _time
+
+    import llm_ladder.rungs.finetune as ft
+    from llm_ladder.rungs.base import get_rung
+    from llm_ladder.session import prepare
+    from llm_ladder.task import load_task
+
+    def fake_train(folder, cfg, rows, dev, pad, work, out, resume=False, on_step=None):
+        if work.exists():  # what the real trainer does with a folder it did not resume
+            import shutil as _shutil
+            _shutil.rmtree(work)
+        work.mkdir(parents=True)
+        (work / f"ckpt-{n}").write_text("weights")
+        started.set()
+        deadline = _time.monotonic() + 60  # train until the other process waits for us
+        while not waiting.is_set() and _time.monotonic() < deadline:
+            if not (work / f"ckpt-{n}").is_file():
+                raise AssertionError("our checkpoint was deleted under us")
+            _time.sleep(0.05)
+        if (work / f"ckpt-{n}").read_text() != "weights":
+            raise AssertionError("checkpoint changed")
+        tmp = out.parent / f"{out.name}.tmp{n}"
+        tmp.mkdir()
+        (tmp / "adapter_model.safetensors").write_bytes(b"x")
+        return type("R", (), {"as_dict": lambda self: {"seconds": 1.0, "device": "cpu"}})(), tmp
+
+    try:
+        ft.run_training = fake_train
+        prepared = prepare(load_task(Path(task_dir)))
+        def on_event(ev):
+            events.put((n, ev))
+            if "being trained by another process" in ev.get("warning", ""):
+                waiting.set()
+
+        ctx = prepared.context(on_event=on_event)
+        rung = get_rung("lora")
+        ft.tune(ctx, "lora", get_rung(rung.prompt_rung).build(ctx), ctx.train)
+    except Exception:
+        errors.put(traceback.format_exc().strip().splitlines()[-1])
+
+
+def test_two_processes_tuning_the_same_adapter_do_not_share_its_checkpoints(tmp_path: Path):
+    """Two processes asked for the same content-addressed adapter: the second waits for the
+    first (and is told by whom), then reuses its adapter. Without the lock the second one
+    discarded the first one's checkpoint folder while it was training (seen as ENOTEMPTY)."""
+    from conftest import write_task
+
+    task = write_task(tmp_path / "t", n_rows=36, extra="[finetune]\nmin_examples = 10\n",
+                      max_test=2)
+    ctx = multiprocessing.get_context("fork")
+    started, waiting = ctx.Event(), ctx.Event()
+    errors, events = ctx.Queue(), ctx.Queue()
+    first = ctx.Process(target=_tune_once, args=(str(task), 1, started, waiting, errors,
+                                                 events))
+    first.start()
+    assert started.wait(120)
+    second = ctx.Process(target=_tune_once, args=(str(task), 2, ctx.Event(), waiting, errors,
+                                                  events))
+    second.start()
+    first.join(120)
+    second.join(120)
+    failures, seen = [], []
+    while not errors.empty():
+        failures.append(errors.get())
+    while not events.empty():
+        seen.append(events.get())
+    assert failures == []
+    starts = [n for n, ev in seen if "start" in ev]
+    assert starts == [1]  # trained once
+    assert any(n == 2 and "reused" in ev for n, ev in seen)
+    assert any(n == 2 and "being trained by another process" in ev.get("warning", "")
+               for n, ev in seen)
+    adapters = task / ".ladder" / "adapters"
+    assert [p.name for p in adapters.iterdir() if not p.name.startswith(".")] == [
+        next(ev["adapter"] for _, ev in seen if "start" in ev)]

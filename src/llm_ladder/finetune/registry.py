@@ -7,7 +7,10 @@ is a hash of the rung, the base weights' fingerprint, the tokenized train and de
 the training config, so a folder that exists is exactly the adapter that would be trained.
 Only complete folders carry an id name (they are renamed into place when finished).
 `export_adapter` writes a folder vLLM loads with `--lora-modules`, optionally with a merged
-model beside it. Deliberately skipped: garbage collection of old adapters.
+model beside it. `training_lock` lets one process at a time train a given id: the checkpoint
+folder `.work-<id>` is shared by name, so a second trainer would otherwise discard the first
+one's checkpoints under it. Deliberately skipped: garbage collection of old adapters, locking
+on platforms without `fcntl`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,38 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def adapters_dir(task: Any) -> Path:
     return task.state_dir / "adapters"
+
+
+@contextmanager
+def training_lock(root: Path, aid: str,
+                  on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the exclusive right to train adapter `aid` under `root`.
+
+    Another process training the same id makes this wait (after telling `on_wait` its pid)
+    until that one finishes or dies: the kernel drops a dead process's lock, so a killed
+    trainer never leaves a stale one. The caller re-reads the manifest afterwards, so the
+    waiter reuses what the first one trained instead of training it again.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / f".lock-{aid}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def base_fingerprint(folder: Path) -> str:

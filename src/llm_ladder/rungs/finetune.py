@@ -74,26 +74,33 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     if ctx.on_event:
         for w in report.warnings:
             ctx.on_event({"warning": w})
-    if registry.read_manifest(final) is None:
+
+    def waiting(pid: str) -> None:
         if ctx.on_event:
-            ctx.on_event({"start": rung, "adapter": aid, "train": len(rows),
-                          "dev": len(dev_rows)})
-        result, tmp = run_training(folder, cfg, rows, dev_rows, pad, root / f".work-{aid}",
-                                   final, resume=ctx.resume, on_step=ctx.on_event)
-        manifest = {"id": aid, "rung": rung, "task": ctx.task.name,
-                    "base": {"key": key, "name": mc.name, "weights": str(folder),
-                             "fingerprint": registry.base_fingerprint(folder)},
-                    "data": {"train_hash": data_hash(rows), "train": len(rows),
-                             "train_ids": [r.id for r in rows],
-                             "dev_ids": [r.id for r in dev_rows],
-                             "dev": len(dev_rows), "checks": report.as_dict()},
-                    "config": recipe, "training": {k: v for k, v in result.as_dict().items()
-                                                   if k != "history"},
-                    "prompt": prompt.settings.get("system"), **(extra or {})}
-        registry.finish(tmp, final, manifest, folder)
-        shutil.rmtree(root / f".work-{aid}", ignore_errors=True)
-    elif ctx.on_event:
-        ctx.on_event({"reused": aid})
+            ctx.on_event({"warning": f"adapter {aid} is being trained by another process "
+                                     f"(pid {pid}); waiting for it to finish"})
+
+    with registry.training_lock(root, aid, waiting):
+        if registry.read_manifest(final) is None:
+            if ctx.on_event:
+                ctx.on_event({"start": rung, "adapter": aid, "train": len(rows),
+                              "dev": len(dev_rows)})
+            result, tmp = run_training(folder, cfg, rows, dev_rows, pad, root / f".work-{aid}",
+                                       final, resume=ctx.resume, on_step=ctx.on_event)
+            manifest = {"id": aid, "rung": rung, "task": ctx.task.name,
+                        "base": {"key": key, "name": mc.name, "weights": str(folder),
+                                 "fingerprint": registry.base_fingerprint(folder)},
+                        "data": {"train_hash": data_hash(rows), "train": len(rows),
+                                 "train_ids": [r.id for r in rows],
+                                 "dev_ids": [r.id for r in dev_rows],
+                                 "dev": len(dev_rows), "checks": report.as_dict()},
+                        "config": recipe, "training": {k: v for k, v in result.as_dict().items()
+                                                       if k != "history"},
+                        "prompt": prompt.settings.get("system"), **(extra or {})}
+            registry.finish(tmp, final, manifest, folder)
+            shutil.rmtree(root / f".work-{aid}", ignore_errors=True)
+        elif ctx.on_event:
+            ctx.on_event({"reused": aid})
     manifest = registry.read_manifest(final) or {}
     return {**manifest, "path": str(final)}
 

@@ -160,7 +160,7 @@ def _tune_once(task_dir: str, n: int, started, waiting, errors, events) -> None:
         prepared = prepare(load_task(Path(task_dir)))
         def on_event(ev):
             events.put((n, ev))
-            if "being trained by another process" in ev.get("warning", ""):
+            if "being trained by another process" in ev.get("waiting", ""):
                 waiting.set()
 
         ctx = prepared.context(on_event=on_event)
@@ -199,7 +199,7 @@ def test_two_processes_tuning_the_same_adapter_do_not_share_its_checkpoints(tmp_
     starts = [n for n, ev in seen if "start" in ev]
     assert starts == [1]  # trained once
     assert any(n == 2 and "reused" in ev for n, ev in seen)
-    assert any(n == 2 and "being trained by another process" in ev.get("warning", "")
+    assert any(n == 2 and "being trained by another process" in ev.get("waiting", "")
                for n, ev in seen)
     adapters = task / ".ladder" / "adapters"
     assert [p.name for p in adapters.iterdir() if not p.name.startswith(".")] == [

@@ -4,29 +4,36 @@
 evaluates it on the test split and stores it. `climb` is `ladder run` as a library call:
 rungs in ladder order, stopping at the first that meets the bar (unless `run_all`), repeats
 for nondeterminism, the recommendation (decide.py) and the report. `eval_on_logs` runs a rung
-on the traffic `ladder serve` logged. Skipped: running rungs in parallel (one model, one
-machine).
+on the traffic `ladder serve` logged. With several models (`[ladder] models` or
+`climb(models=...)`) the climb runs rung x model cells (llm_ladder.cells): a short calibration
+pass on dev inputs (never test) measures each model's tokens and seconds per request, the
+cells are ordered by the expected cost per request it implies, and the same stop rule and
+family correction cover every cell. Skipped: running rungs in parallel (one machine).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llm_ladder.costs import price_for
+from llm_ladder.cells import Cell, order_cells
+from llm_ladder.costs import cost_per_1k, price_for
 from llm_ladder.data import Example
 from llm_ladder.decide import confirmation, decide, power_report, should_stop
 from llm_ladder.errors import LadderError
 from llm_ladder.evaluate import evaluate, package_versions, summarize
 from llm_ladder.judge_check import rung_judgement
 from llm_ladder.metrics import Metric, build_metric, match_label, metric_needs
+from llm_ladder.models import build_model
 from llm_ladder.models.base import ChatModel
 from llm_ladder.report import write_report
 from llm_ladder.results import LadderResult, Recommendation, Summary
-from llm_ladder.rungs.base import Pipeline, get_rung
-from llm_ladder.session import Prepared, Session, open_session, open_task
+from llm_ladder.rungs.base import Pipeline, get_rung, needs_of
+from llm_ladder.session import Prepared, Session, check_context, open_session, open_task
 from llm_ladder.store import Store
 from llm_ladder.task import Task
 
@@ -75,11 +82,13 @@ def judge_config(prep: Prepared) -> dict[str, Any]:
 def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, store: Store,
              *, resume: bool = False, progress: Progress | None = None,
              ladder_id: str | None = None, base_key: str | None = None,
-             on_event: Event | None = None, planned: int | None = None) -> dict[str, Any]:
+             on_event: Event | None = None, planned: int | None = None,
+             cell: str | None = None) -> dict[str, Any]:
     """Evaluate one rung on the test split; returns the stored run with its summary.
 
     A rung that trains (rungs/finetune.py) trains first, or reuses its adapter; its
     one-time cost (training, teacher labelling) is added to the summary as `one_time`.
+    `cell` (`rung@model`, a multi-model climb) names the summary's row in place of the rung.
     """
     task = prep.task
     pipeline = get_rung(rung_name).build(prep.context(base_key=base_key, resume=resume,
@@ -96,6 +105,8 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
                                  resume=resume, progress=progress, ladder_id=ladder_id)
     if planned:  # the family the decision corrects for, stored so reports decide the same way
         summary["planned_rungs"] = planned
+    if cell:
+        summary["rung"], summary["base_rung"] = cell, rung_name
     if "judge" in metric_needs(task.metric.name):  # trust, PPI interval, evaluation cost
         summary["judge"] = rung_judgement(prep, store.predictions(run_id), metric)
     store.finish_run(run_id, summary)
@@ -137,33 +148,42 @@ def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str
           run_all: bool = False, repeat: int = 1, resume: bool = False, report: bool = True,
           skip_bad_rows: bool = False, on_progress: Progress | None = None,
           on_event: Event | None = None, on_rung: Callable[[Summary], None] | None = None,
-          session: Session | None = None) -> LadderResult:
+          session: Session | None = None, models: list[str] | None = None) -> LadderResult:
     """Climb the rungs cheapest first on the same test split and recommend one.
 
     Without `run_all` the climb stops at the first rung that meets the bar within budget
     (the rest are listed as not run). `repeat` > 1 runs each rung again to measure
     nondeterminism. `on_rung(summary)` is called as each rung finishes (results as they
-    come). `session` reuses an opened session (data, index, model)."""
+    come). `session` reuses an opened session (data, index, model). `models` (default the
+    task's `[ladder] models`) climbs rung x model cells; one model is the classic ladder."""
     s = session or open_session(task, model, rungs, skip_bad_rows=skip_bad_rows)
     if s.model is None:
         raise LadderError("climb needs a session with a model (open_session(load_model=True))")
-    names = s.rungs
-    planned = len(names)  # the family Holm corrects for, fixed before the first rung runs
+    keys = list(dict.fromkeys(models or s.task.ladder.models or [s.model_key]))
+    if len(keys) > 1:
+        cells = plan_cells(s, keys, skip_bad_rows, on_event)
+    else:
+        cells = [Cell(name, s.model_key) for name in s.rungs]
+    llms = {s.model_key: s.model, **s.extra_models}
+    multi = len(keys) > 1
+    names = [c.name if multi else c.rung for c in cells]
+    planned = len(cells)  # the family Holm corrects for, fixed before the first rung runs
     base = s.prep.baselines()
     ladder_id = uuid.uuid4().hex[:8]
     summaries: list[Summary] = []
     repeats: dict[str, Any] = {}
     not_run: list[str] = []
-    for i, name in enumerate(names):
-        run = run_rung(s.prep, name, s.model_key, s.model, s.store, resume=resume,
+    for i, c in enumerate(cells):
+        name, llm = names[i], llms[c.model] if c.model in llms else s.model
+        run = run_rung(s.prep, c.rung, c.model, llm, s.store, resume=resume,
                        progress=on_progress, ladder_id=ladder_id, on_event=on_event,
-                       planned=planned)
+                       planned=planned, cell=name if multi else None)
         summaries.append(run["summary"])
         if on_rung is not None:
             on_rung(run["summary"])
         if repeat > 1:
-            again = [run_rung(s.prep, name, s.model_key, s.model, s.store, progress=on_progress)
-                     for _ in range(repeat - 1)]
+            again = [run_rung(s.prep, c.rung, c.model, llm, s.store, progress=on_progress,
+                              cell=name if multi else None) for _ in range(repeat - 1)]
             repeats[name] = variance(s.store, [run, *again])
         if not run_all and should_stop(s.task, summaries, planned, s.store.predictions, base):
             not_run = names[i + 1:]
@@ -176,18 +196,98 @@ def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str
             f"stopped at {summaries[-1]['rung']}, the first rung that meets the bar; not run: "
             f"{', '.join(not_run)} (`ladder run --all` runs and compares them)")
     result = LadderResult(
-        task=s.task.name, ladder_id=ladder_id, model=s.model_key, metric=s.task.metric.name,
+        task=s.task.name, ladder_id=ladder_id, model=", ".join(keys) if multi else s.model_key,
+        metric=s.task.metric.name,
         bar=s.task.bar,
         split={"train": len(split.train), "dev": len(split.dev), "test": len(split.test),
                "capped_test": split.capped_test},
         bad_rows=len(s.prep.problems), input_tokens=s.prep.token_spread,
         leakage=split.leakage.counts() if split.leakage else {},
         rungs=summaries, recommendation=rec, not_run=not_run, repeat=repeats,
-        power=power(s.prep, planned))
+        power=power(s.prep, planned), cells=[grid_row(x, c) for x, c in
+                                             zip(summaries, cells, strict=False)],
+        calibration={c.name: c.cost_per_1k for c in cells} if multi else {})
     if report:
         html_path, md_path = write_report(s.task, s.store, ladder_id, baselines=base)
         result.report = {"html": str(html_path), "markdown": str(md_path)}
     return result
+
+
+def grid_row(summary: Summary, cell: Cell) -> dict[str, Any]:
+    """One cell of the rung x model grid (`ladder run --json` `cells`)."""
+    q = summary.get("quality") or {}
+    return {"cell": summary.get("rung"), "rung": cell.rung, "model": cell.model,
+            "quality": q.get("value"), "low": q.get("low"), "high": q.get("high"),
+            "cost_per_1k_usd": summary.get("cost_per_1k_usd"),
+            "latency_p50_s": summary.get("latency_p50_s"),
+            "latency_p95_s": summary.get("latency_p95_s"),
+            "one_time_s": (summary.get("one_time") or {}).get("seconds"),
+            "expected_cost_per_1k_usd": cell.cost_per_1k}
+
+
+def plan_cells(s: Session, keys: list[str], skip_bad_rows: bool = False,
+               on_event: Event | None = None) -> list[Cell]:
+    """Load every model of a multi-model climb, check the inputs fit each one's context
+    (before any run, so every cell sees the same test split), calibrate and order the cells.
+    The loaded models are kept on the session (`extra_models`)."""
+    task = s.task
+    extra = s.extra_models
+    for k in keys:
+        if k != s.model_key and k not in extra:
+            extra[k] = build_model(task.model(k))
+            s.too_long += check_context(s.prep, extra[k], skip_bad_rows)
+    llms = {s.model_key: s.model, **extra}
+    tuned = (task.finetune.base if task.finetune else None) or "default"
+    cells: list[Cell] = []
+    for k in keys:
+        cells += [Cell(r, k) for r in s.rungs if "finetune" not in needs_of(r)]
+    trained = [r for r in s.rungs if "finetune" in needs_of(r)]
+    if trained and tuned not in llms:
+        llms[tuned] = extra[tuned] = build_model(task.model(tuned))
+    cells += [Cell(r, tuned, trains=True) for r in trained]
+    costs = calibrate(s.prep, llms, cells, task.ladder.calibrate_n)
+    if on_event:
+        on_event({"calibrated": {c.name: costs.get((c.rung, c.model)) for c in cells}})
+    priced = [Cell(c.rung, c.model, c.trains, costs.get((c.rung, c.model))) for c in cells]
+    return order_cells(priced, keys)
+
+
+def calibrate(prep: Prepared, llms: dict[str, ChatModel], cells: list[Cell],
+              n: int) -> dict[tuple[str, str], float | None]:
+    """Expected dollars per 1000 requests of each cell, from `n` dev inputs (train when there
+    is no dev; never test): each model answers them with the zero-shot prompt (tokens out and
+    seconds per request); each cell's prompt is counted with its model's tokenizer (tokens
+    in). A self-hosted model's seconds scale with the tokens a cell reads and writes. A rung
+    that trains is counted by the prompt it wraps; one whose building costs model calls (a
+    prompt search) by the zero-shot prompt."""
+    inputs = [e.input for e in (prep.splits.dev or prep.splits.train)[:n]]
+    if not inputs:
+        return {}
+    measured: dict[str, tuple[float, float, float]] = {}
+    for key, llm in llms.items():
+        zero = get_rung("zero-shot").build(prep.context(model=llm, model_key=key))
+        msgs = [zero.prepare(i)[0] for i in inputs]
+        t0 = time.perf_counter()
+        gens = llm.generate(msgs, zero.params)
+        secs = (time.perf_counter() - t0) / len(inputs)
+        measured[key] = (statistics.fmean(llm.count_tokens(m) for m in msgs),
+                         statistics.fmean(g.tokens_out for g in gens), secs)
+    out: dict[tuple[str, str], float | None] = {}
+    for c in cells:
+        tin0, tout, secs = measured[c.model]
+        llm = llms[c.model]
+        rung = getattr(get_rung(c.rung), "prompt_rung", None) or c.rung
+        tin = tin0
+        if "optimize" not in needs_of(rung):
+            try:
+                pipe = get_rung(rung).build(prep.context(model=llm, model_key=c.model))
+                tin = statistics.fmean(llm.count_tokens(pipe.prepare(i)[0]) for i in inputs)
+            except LadderError:
+                pass  # the climb reports it when it runs the cell
+        price, _ = price_for(prep.task, c.model)
+        out[(c.rung, c.model)] = cost_per_1k(price, tin, tout,
+                                             secs * (tin + tout) / max(tin0 + tout, 1.0))
+    return out
 
 
 def newest_runs(store: Store, task_name: str, split: str, exclude: set[str]) -> list[Summary]:

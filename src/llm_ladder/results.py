@@ -66,6 +66,9 @@ class LadderResult:
     repeat: dict[str, Any] = field(default_factory=dict)  # rung -> variance across repeats
     report: dict[str, str] = field(default_factory=dict)  # html / markdown paths
     power: dict[str, Any] = field(default_factory=dict)  # decide.power_report for this split
+    # the rung x model grid: one row per cell run (ladder.grid_row); one model = one column
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, float | None] = field(default_factory=dict)  # cell -> expected $/1k
 
     def to_dict(self) -> dict[str, Any]:
         """The `ladder run --json` document."""
@@ -81,4 +84,8 @@ class LadderResult:
             doc["report"] = self.report
         if self.power:
             doc["power"] = self.power
+        if self.cells:
+            doc["cells"] = self.cells
+        if self.calibration:
+            doc["calibration"] = self.calibration
         return doc

@@ -190,6 +190,7 @@ class Session:
     model_key: str
     rungs: list[str]
     too_long: list[Problem] = field(default_factory=list)
+    extra_models: dict[str, ChatModel] = field(default_factory=dict)  # other models climbed
 
 
 def open_task(task: Task | str | Path) -> tuple[Task, Store]:

@@ -175,6 +175,15 @@ class RungsConfig(Strict):
     include: list[str] | None = None
 
 
+class LadderConfig(Strict):
+    """`[ladder]`: models as a dimension of the ladder (docs/models.md)."""
+
+    models: list[str] | None = Field(None, min_length=1, description="model keys climbed "
+                                     "together: every prompting rung on each, cheapest first")
+    calibrate_n: int = Field(4, ge=1, le=50, description="dev inputs each model answers to "
+                             "estimate its cost per request before the climb")
+
+
 class FinetuneConfig(Strict):
     """LoRA fine-tuning of a small local model (`[finetune]`; its presence enables the rungs)."""
 
@@ -278,6 +287,7 @@ class Task(Strict):
     prompt: PromptConfig = PromptConfig()
     optimize: OptimizeConfig | None = None  # the optimized-prompt rung climbs when set
     rungs: RungsConfig = RungsConfig()
+    ladder: LadderConfig = LadderConfig()
     corpus: CorpusConfig | None = None
     tools: ToolsConfig | None = None
     retrieval: RetrievalConfig = RetrievalConfig()

@@ -163,6 +163,12 @@ def train_events(bar: Progress, loss_in_label: bool = False):
     def on_event(ev: dict[str, Any]) -> None:
         if "warning" in ev:
             err.print(f"[yellow]data check:[/] {esc(ev['warning'])}", highlight=False)
+        elif "waiting" in ev:
+            err.print(f"[yellow]waiting:[/] {esc(ev['waiting'])}", highlight=False)
+        elif "calibrated" in ev:  # a multi-model climb: expected $ per 1k requests per cell
+            err.print("expected cost per 1k requests (calibration on dev): " + ", ".join(
+                f"{esc(k)} {'unknown' if v is None else f'${v:.4f}'}"
+                for k, v in ev["calibrated"].items()), highlight=False)
         elif "reused" in ev:
             err.print(f"adapter {ev['reused']} already trained on this data, base and config; "
                       "reusing it")

@@ -47,16 +47,19 @@ from llm_ladder.session import open_session, prepare
 
 def _climb(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
            resume: bool, as_json: bool, repeat: int = 1, run_all: bool = True,
-           report: bool = False) -> LadderResult:
+           report: bool = False, models: list[str] | None = None) -> LadderResult:
     """Open the session and climb, showing each rung's row as it finishes (a live table on
     a terminal, one line per rung otherwise); print the table or the JSON at the end. On
     Ctrl-C the finished rows are printed before the interrupt goes on to `main` (exit 130,
     the --resume hint)."""
+    if models:
+        model_key = models[0]
     session = open_session(task_dir, model_key, rungs, skip_bad_rows=skip, status=err.status)
     print_session(session)
     task = session.task
+    keys = models or task.ladder.models or [model_key]
     title = (f"{task.name} — {task.metric.name} on {len(session.prep.splits.test)} test "
-             f"examples, model {model_key}")
+             f"examples, model{'s' if len(keys) > 1 else ''} {', '.join(keys)}")
     done: list[dict[str, Any]] = []
     live_table = err.is_terminal
 
@@ -73,7 +76,7 @@ def _climb(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
             result = climb(task, run_all=run_all, repeat=repeat, resume=resume,
                            report=report, on_progress=progress_callback(bar),
                            on_event=train_events(bar, loss_in_label=True), on_rung=on_rung,
-                           session=session)
+                           session=session, models=models)
     except KeyboardInterrupt:
         if done:
             (err if as_json else out).print(summary_table(done, title + " (interrupted)"))
@@ -131,12 +134,16 @@ def run(task_dir: TaskDir, model: ModelOpt = "default",
                                               "meets the bar, to compare them")] = False,
         no_report: Annotated[bool, typer.Option("--no-report",
                                                 help="skip writing the HTML report")] = False,
+        models: Annotated[str | None, typer.Option(
+            help="comma-separated model keys climbed together: every prompting rung on each "
+                 "model, cheapest cell first (default: [ladder] models)")] = None,
         as_json: JsonOpt = False) -> None:
     """Climb the rungs cheapest first, stop at the first that meets the bar (or run --all),
     compare with paired tests, recommend, and write the HTML report."""
     names = [r.strip() for r in rungs.split(",")] if rungs else None
+    keys = [m.strip() for m in models.split(",") if m.strip()] if models else None
     _climb(task_dir, names, model, skip_bad_rows, resume, as_json, run_all=run_all,
-           report=not no_report)
+           report=not no_report, models=keys)
 
 
 @app.command("eval")

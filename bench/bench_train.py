@@ -5,15 +5,21 @@ over the same train examples (the construction-FAQ task, zero-shot prompt + labe
 `lora` rung trains), batch 8, on the same machine. Each run is its own subprocess (so peak
 memory is its own) and the variants alternate (A B A B ...) so background load hits both.
 
-- baseline: `Trainer` with default arguments, `DataCollatorForLanguageModeling(mlm=False)`
-  (random batches padded to the longest, loss on every token), float32.
+Like for like, in each precision (float32 and bfloat16 autocast):
+- baseline: `Trainer` with the same learning rate, warmup, weight decay, gradient clipping
+  and batch, the same completion-only labels (`DataCollatorForSeq2Seq`, -100 on the prompt),
+  random batches padded to the longest, full-vocabulary logits at every position.
 - ours: `llm_ladder.finetune.lora.train` (length-grouped batches, LM head only at completion
-  positions, loss on the completion), at the dtype given.
+  positions).
+Both timers cover the training loop only (after model load and optimizer set-up; the
+baseline's through a TrainerCallback on train begin/end).
 
-Reported: train tokens/s (real, non-padding tokens divided by training wall time, model
-loading excluded), seconds, peak RSS, and the ratio ours/baseline.
+Reported: train tokens/s (real tokens / training wall time), the ratio ours/baseline per
+repeat in the same precision, the share of the machine's matmul limit (4N FLOP per token
+over the measured matmul GFLOP/s) and peak RSS (VmHWM of each run's own process); median
+(min-max) of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
 
-    python bench/bench_train.py --n 192 --repeats 2
+    python bench/bench_train.py [--n 64] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -21,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "construction-faq"
@@ -65,7 +71,8 @@ def run_ours(n: int, dtype: str) -> dict:
             "steps": result.steps, "final_loss": result.history[-1]["loss"]}
 
 
-def run_baseline(n: int) -> dict:
+def run_baseline(n: int, dtype: str) -> dict:
+    """transformers' Trainer + PEFT on the same rows, loss, batch and precision as ours."""
     import peft
     import torch
     import transformers
@@ -79,21 +86,33 @@ def run_baseline(n: int) -> dict:
     model = peft.get_peft_model(model, peft.LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
-    data = [{"input_ids": r.input_ids} for r in built]
+    # the same objective: the completion-only labels our rows carry (-100 on the prompt)
+    data = [{"input_ids": r.input_ids, "labels": r.labels} for r in built]
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    clock: dict[str, float] = {}
+
+    class Clock(transformers.TrainerCallback):
+        """Time the training loop only, as ours is timed (after model load and set-up)."""
+
+        def on_train_begin(self, *a, **k):
+            clock["t0"] = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            clock["t1"] = time.perf_counter()
+
     with tempfile.TemporaryDirectory() as d:
         args = transformers.TrainingArguments(
             output_dir=d, per_device_train_batch_size=8, num_train_epochs=1,
             learning_rate=cfg.learning_rate, save_strategy="no", report_to=[],
-            logging_strategy="no", use_cpu=True, seed=0)
+            logging_strategy="no", use_cpu=True, seed=0, bf16=dtype == "bfloat16",
+            max_grad_norm=1.0, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay)
         trainer = transformers.Trainer(
-            model=model, args=args, train_dataset=data,
-            data_collator=transformers.DataCollatorForLanguageModeling(tok, mlm=False))
-        t0 = time.perf_counter()
+            model=model, args=args, train_dataset=data, callbacks=[Clock()],
+            data_collator=transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100))
         out = trainer.train()
-        seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "tokens": sum(len(r.input_ids) for r in built),
+    return {"seconds": clock["t1"] - clock["t0"],
+            "tokens": sum(len(r.input_ids) for r in built),
             "steps": out.global_step, "final_loss": out.training_loss}
 
 
@@ -101,46 +120,91 @@ def one(variant: str, n: int) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    res = run_baseline(n) if variant == "baseline" else run_ours(n, variant.split(":")[1])
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kind, dtype = variant.split(":")
+    res = run_baseline(n, dtype) if kind == "baseline" else run_ours(n, dtype)
+    res["peak_rss_mb"] = peak_rss_mib()
     res["tokens_per_s"] = res["tokens"] / res["seconds"]
     print("RESULT " + json.dumps(res))
 
 
+def flop_per_token() -> float:
+    """LoRA training FLOP per token: forward 2N + backward through activations 2N (the frozen
+    weights get no gradient), N = every parameter of the base (embeddings included)."""
+    from safetensors import safe_open
+
+    from llm_ladder.models.local import resolve_weights
+
+    folder = resolve_weights("smollm2-135m", None)
+    n = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            for k in st.keys():
+                shape = st.get_slice(k).get_shape()
+                size = 1
+                for d in shape:
+                    size *= d
+                n += size
+    return 4.0 * n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=192, help="train examples (one epoch)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--variants", default="baseline,ours:float32,ours:bfloat16")
+    ap.add_argument("--n", type=int, default=64, help="train examples (one epoch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants",
+                    default="baseline:float32,ours:float32,baseline:bfloat16,ours:bfloat16")
+    ap.add_argument("--quick", action="store_true", help="16 examples, 1 repeat, no docs")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         one(a.one, a.n)
         return
+    if a.quick:
+        a.n, a.repeats = 16, 1
+    m = machine()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    results: dict[str, list[dict]] = {}
-    for rep in range(a.repeats):
-        for v in a.variants.split(","):
+
+    def variant(v: str):
+        def run() -> dict:
             p = subprocess.run([sys.executable, __file__, "--one", v, "--n", str(a.n)],
                                capture_output=True, text=True, env=env, check=True)
             line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1]
-            r = json.loads(line[7:])
-            results.setdefault(v, []).append(r)
-            print(f"rep {rep} {v:16s} {r['tokens_per_s']:7.1f} tok/s  {r['seconds']:6.1f} s  "
-                  f"peak {r['peak_rss_mb']:.0f} MB  loss {r['final_loss']:.3f}", flush=True)
-    base = statistics.median(r["tokens_per_s"] for r in results["baseline"])
-    summary = {}
+            return json.loads(line[7:])
+        return run
+
+    results = interleave({v: variant(v) for v in a.variants.split(",")}, a.repeats)
+    fpt = flop_per_token()
+    summary: dict[str, dict] = {}
     for v, rs in results.items():
-        tps = statistics.median(r["tokens_per_s"] for r in rs)
-        summary[v] = {"tokens_per_s": tps, "ratio": tps / base,
-                      "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-                      "steps": rs[0]["steps"], "tokens": rs[0]["tokens"]}
-        print(f"{v:16s} median {tps:7.1f} tok/s = {tps / base:.2f}x baseline, peak "
-              f"{summary[v]['peak_rss_mb']:.0f} MB")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "train.json").write_text(json.dumps({"n": a.n, "results": results,
-                                                "summary": summary}, indent=2))
+        dtype = v.split(":")[1]
+        tps = spread([r["tokens_per_s"] for r in rs])
+        base = f"baseline:{dtype}"
+        ratio = (spread([r["tokens_per_s"] / b["tokens_per_s"]
+                         for r, b in zip(rs, results[base], strict=True)])
+                 if base in results else None)
+        limit = m["matmul_gflop_s"].get(dtype)
+        summary[v] = {"tokens_per_s": tps, "ratio_to_baseline_same_precision": ratio,
+                      "peak_rss_mib": spread([r["peak_rss_mb"] for r in rs]),
+                      "steps": rs[0]["steps"], "tokens": rs[0]["tokens"],
+                      "share_of_matmul_limit": (tps["median"] * fpt / 1e9 / limit
+                                                if limit else None)}
+    lines = ["| variant | train tokens/s | ratio to the baseline in the same precision "
+             "(per repeat) | share of the matmul limit | peak RSS MiB |",
+             "| --- | --- | --- | --- | --- |"]
+    for v, s_ in summary.items():
+        r = s_["ratio_to_baseline_same_precision"]
+        share = s_["share_of_matmul_limit"]
+        lines.append(f"| {v} | {fmt(s_['tokens_per_s'])} | "
+                     f"{'**' + fmt(r, 2) + 'x**' if r and not v.startswith('baseline') else '1'}"
+                     f" | {f'{share:.0%}' if share is not None else '-'} | "
+                     f"{fmt(s_['peak_rss_mib'], 0)} |")
+    md = (f"{a.n} construction-FAQ train examples ({summary[next(iter(summary))]['tokens']} "
+          f"tokens), one epoch, batch 8, LoRA r = 16 on every linear layer, completion-only "
+          f"loss in both; median (min–max) of {a.repeats} interleaved repeats, each in its own "
+          f"process. The matmul limit is {fpt / 1e6:.0f} MFLOP per token (4N) against the "
+          f"measured matmul GFLOP/s of that precision.\n\n" + "\n".join(lines))
+    publish("train", {"n": a.n, "repeats": a.repeats, "flop_per_token": fpt,
+                      "results": results, "summary": summary}, md, m, write_docs=not a.quick)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,14 @@ def test_cli_models_flag_prints_the_grid(tmp_path):
         "zero-shot@default", "system-prompt@default", "zero-shot@large", "system-prompt@large"]
     assert doc["model"] == "default, large"
     assert doc["recommendation"]["rung"] == "zero-shot@large"
+
+
+def test_the_html_report_draws_the_rung_by_model_grid(tmp_path):
+    result = climb(two_models(tmp_path, WRONG, RIGHT), report=True)
+    html = Path(result.report["html"]).read_text(encoding="utf-8")
+    grid = html.split("<table id=grid-table>", 1)[1].split("</table>", 1)[0]
+    assert "<th>default</th><th>large</th>" in grid
+    rows = {r.split("</td>", 1)[0].split(">")[-1]: r for r in grid.split("<tr><td class=l>")[1:]}
+    assert set(rows) == {"zero-shot", "system-prompt"}
+    assert "✔" in rows["zero-shot"] and "not run" in rows["system-prompt"]
+    assert "ladder-table" in html and "zero-shot@large" in html

@@ -24,6 +24,7 @@ from llm_ladder.models.base import Generation, GenParams
 from llm_ladder.rungs.base import get_rung
 from llm_ladder.serving.build import build_pipeline
 from llm_ladder.session import prepare
+from llm_ladder.store import Store
 from llm_ladder.task import load_task
 from llm_ladder.testing import ScriptedModel, write_task
 
@@ -343,3 +344,66 @@ def test_bootstrapped_demonstrations_are_tried_early(tmp_path: Path) -> None:
     demo_ids = trace["demo_sets"][0]
     assert all(trace["bootstrap"][i]["score"] == 1.0 for i in demo_ids
                if i in trace["bootstrap"])
+
+
+KINDS = ["roof", "window", "fence", "garage", "swimming pool", "chimney", "balcony",
+         "basement", "driveway", "solar panel", "heat pump", "sauna"]
+
+
+def kind_rows(n: int = 96) -> list[dict[str, Any]]:
+    return [{"id": f"k{i:03d}",
+             "input": f"Request {i:03d}: may I put up a new {KINDS[i % 12]} at my house?",
+             "output": f"permit-{KINDS[i % 12].replace(' ', '-')}"} for i in range(n)]
+
+
+class KindMatcher(ScriptedModel):
+    """Right only when an earlier user turn (a demonstration) asks about the same kind of
+    thing as the input: no instruction helps, and a fixed set of k demonstrations covers at
+    most k of the 12 kinds; demonstrations chosen per input cover every one."""
+
+    def _answer(self, messages: Messages) -> str:
+        users = [str(m.get("content") or "") for m in messages if m["role"] == "user"]
+        kind = next((k for k in KINDS if k in users[-1]), None)
+        if kind and any(kind in u for u in users[:-1]):
+            return super()._answer(messages)
+        return "no idea"
+
+
+def test_only_per_input_demonstrations_find_the_fix(tmp_path: Path, backend) -> None:
+    backend("kinds", KindMatcher)
+    data = kind_rows()
+    folder = write_task(tmp_path / "kinds", data, answers={r["input"]: r["output"] for r in data},
+                        split=SPLIT, bar=0.9,
+                        extra="[optimize]\nbudget_calls = 300\nk = [0, 2]\n[prompt]\n"
+                              "few_shot_k = 4\n")
+    set_backend(folder, "kinds")
+    result = climb(folder, rungs=["system-prompt", "few-shot-random", "optimized-prompt"],
+                   run_all=True, report=False)
+    q = {s["rung"]: s["quality"]["value"] for s in result.rungs}
+    assert q["optimized-prompt"] == 1.0
+    assert q["system-prompt"] == 0.0 and q["few-shot-random"] < 0.5  # 4 fixed shots: 4 kinds
+    doc = optimize.stored_prompts(folder / ".ladder")[0]
+    assert doc["select"] == "nearest" and doc["demos"] == [] and doc["k"] == 2
+    trace = optimize.read(folder / ".ladder", doc["id"])["trace"]
+    assert trace["chosen"] == "i0-dn-k2" and trace["chosen_dev"]["B"] == 1.0
+    fixed_sets = [c for k, c in trace["candidates"].items() if c["k"] and "-dn-" not in k]
+    assert fixed_sets and all(sum(c["A"].values()) < len(c["A"]) for c in fixed_sets)
+    # the pool is train only: no dev or test example, and every test prompt's demonstrations
+    # come from it, chosen for that input (same kind)
+    prep = prepare(load_task(folder))
+    pool_ids = {d["id"] for d in doc["pool"]}
+    assert pool_ids <= {e.id for e in prep.splits.train}
+    assert not pool_ids & {e.id for e in prep.splits.test + prep.splits.dev}
+    pool_inputs = {d["input"] for d in doc["pool"]}
+    opt = next(s for s in result.rungs if s["rung"] == "optimized-prompt")
+    preds = Store(folder / ".ladder" / "runs.db").predictions(opt["run_id"])
+    assert len(preds) == len(prep.splits.test)
+    for p in preds:
+        demos = [m["content"] for m in p["messages"] if m["role"] == "user"][:-1]
+        assert len(demos) == 2 and set(demos) <= pool_inputs
+    # served: the stored prompt, its demonstrations chosen again per input, no search
+    served, _ = build_pipeline(load_task(folder), "optimized-prompt")
+    assert served.settings["select"] == "nearest" and served.settings["pool"] == len(pool_ids)
+    msgs = served.prepare("Request 999: may I put up a new sauna at my house?")[0]
+    shown = [m["content"] for m in msgs if m["role"] == "user"][:-1]
+    assert len(shown) == 2 and all("new sauna at my house?" in u for u in shown)

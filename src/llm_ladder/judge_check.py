@@ -2,10 +2,12 @@
 
 Human scores live in their own file, `[judge] labels` (JSONL in the examples format; the
 judged answer and its human score in `meta`), never in the test rows a rung is scored on:
-ids or questions shared with the test split are refused. Pointwise rows carry
-`meta.answer` and `meta.human_score` (on `judge.scale`); pairwise rows carry `meta.answer_a`,
-optionally `meta.answer_b` (default: the row's reference output) and `meta.human_pref`
-("a", "b" or "tie").
+ids or questions shared with the test split are refused. A pointwise row whose
+`meta.human_score` is empty takes the score a person gave it in `ladder ui`
+(llm_ladder.labels, the run store's `labels` table) and is left out while it has none.
+Pointwise rows carry `meta.answer` and `meta.human_score` (on `judge.scale`); pairwise rows
+carry `meta.answer_a`, optionally `meta.answer_b` (default: the row's reference output) and
+`meta.human_pref` ("a", "b" or "tie").
 
 `trust` asks the judge about every labelled answer and reports agreement (weighted kappa and
 Spearman for scales, accuracy for preferences), position bias, self-consistency, and whether
@@ -34,6 +36,7 @@ from llm_ladder.judging import (
     text_of,
     weighted_kappa,
 )
+from llm_ladder.labels import human_scores
 from llm_ladder.models.base import ChatModel
 from llm_ladder.ppi import ppi_mean
 from llm_ladder.session import Prepared, open_judge, prepare
@@ -58,6 +61,13 @@ def load_labels(task: Task, prep: Prepared | None = None) -> list[Example]:
     loaded = load_examples(Path(path))
     bad = [f"{p.file}:{p.line}: {p.message}" for p in loaded.problems]
     lo, hi = cfg.scale
+    if cfg.mode == "pointwise":  # an empty human_score: scored in `ladder ui`, or still pending
+        given = human_scores(task)
+        for e in loaded.examples:
+            if e.meta.get("human_score") is None and e.id in given:
+                e.meta |= {"human_score": given[e.id]["score"],
+                           "human_score_by": given[e.id]["who"]}
+        loaded.examples = [e for e in loaded.examples if e.meta.get("human_score") is not None]
     for e in loaded.examples:
         m = e.meta
         if cfg.mode == "pointwise":
@@ -160,7 +170,8 @@ def judge_check(task: Task | str | Path) -> dict[str, Any]:
     rows = load_labels(task, prep)
     if not rows:
         raise LadderError(f"{task.name}: no human scores to check the judge against; set "
-                          "[judge] labels to a JSONL of human-scored answers (docs/judge.md)")
+                          "[judge] labels to a JSONL of human-scored answers, or score its "
+                          "answers in `ladder ui` (/label) (docs/judge.md)")
     doc = trust(task, open_judge(task, None, ""), rows)
     return {"task": task.name, **doc}
 

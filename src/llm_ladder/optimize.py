@@ -7,9 +7,13 @@ the prompt whose ranking holds on a held-out half of dev:
    with the base instruction and k labelled train demonstrations; the answers the metric
    scores right become demonstrations, in the model's own words.
 2. Demonstration sets: seeded shuffles of that pool, topped up with labelled train examples
-   when the pool is short (DSPy's labelled demos), plus one set of labelled examples only.
+   when the pool is short (DSPy's labelled demos), plus one set of labelled examples only;
+   and, when the caller passes a `nearest` selector, per-input demonstrations: the k
+   examples of the train pool (the model's right answers where bootstrapping found one, the
+   labels elsewhere) nearest each input, chosen the way the few-shot-nearest rung chooses.
 3. Candidates = instruction x demonstration set x k. The base instruction with no demos (the
-   fixed prompt) is always evaluated first; the rest in a seeded order while the budget lasts.
+   fixed prompt) is always evaluated first, then the base instruction with bootstrapped and
+   with nearest demonstrations; the rest in a seeded order while the budget lasts.
 4. Dev is split in two halves: every candidate is scored on half A; the best few on A plus
    the base prompt ("finalists") are scored on half B, and the finalist best on B is chosen
    (ties: better on A, then fewer demonstrations). A candidate that was only lucky on A loses
@@ -21,7 +25,8 @@ would exceed it. The trace (every candidate, its per-example dev scores, calls s
 written after each batch, so a killed search resumes without repeating a call.
 
 A stored prompt lives in `TASK/.ladder/prompts/<id>/` (prompt.json, trace.json), its id a
-hash of the chosen instruction, its placement, the demonstrations and k; a finished search is
+hash of the chosen instruction, its placement, the demonstrations and k (for per-input
+demonstrations: the pool they are chosen from, stored verbatim, and k); a finished search is
 found again by its search id (`searches/<search id>.json`), so the same search is never run
 twice. With a proposer (a stronger model), new instructions written from the fixed prompt's
 failures on dev half A join the candidates after the first stage (half B, which they never
@@ -45,9 +50,13 @@ from llm_ladder.data import Example, Messages
 from llm_ladder.errors import LadderError
 from llm_ladder.models.base import ChatModel, GenParams
 
-SEARCH_VERSION = 1
+SEARCH_VERSION = 2  # 2: per-input (nearest) demonstrations joined the candidates
 Event = Callable[[dict[str, Any]], None]
 Scorer = Callable[[str, str], float | None]  # (raw output, reference) -> score or None
+# nearest(pool, k) -> pick(input texts) -> for each input, the k pool entries nearest it, most
+# similar last (the rung passes the few-shot-nearest rung's selection: `NearestShots`)
+Picker = Callable[[list[str]], list[list[dict[str, Any]]]]
+Nearest = Callable[[list[dict[str, Any]], int], Picker]
 
 
 @dataclass(frozen=True)
@@ -62,19 +71,24 @@ class Instruction:
 
 @dataclass
 class Prompt:
-    """A chosen prompt: instruction, placement and demonstrations (input, output turns)."""
+    """A chosen prompt: instruction, placement and demonstrations (input, output turns):
+    fixed ones (`demos`), or, with `pool`, the k entries of that pool nearest each input."""
 
     instruction: str
     place: str
     demos: list[dict[str, Any]]  # {"id", "input", "output"}
     k: int
     name: str = ""
+    pool: list[dict[str, Any]] | None = None  # per-input demonstrations are chosen from it
 
     @property
     def id(self) -> str:
-        blob = json.dumps({"instruction": self.instruction, "place": self.place,
-                           "demos": [[d["input"], d["output"]] for d in self.demos],
-                           "k": self.k}, sort_keys=True, ensure_ascii=False)
+        body: dict[str, Any] = {"instruction": self.instruction, "place": self.place,
+                                "demos": [[d["input"], d["output"]] for d in self.demos],
+                                "k": self.k}
+        if self.pool is not None:
+            body["nearest_pool"] = [[d["id"], d["input"], d["output"]] for d in self.pool]
+        blob = json.dumps(body, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -82,10 +96,18 @@ def _turns(inp: str | Messages) -> Messages:
     return [dict(m) for m in inp] if isinstance(inp, list) else [{"role": "user", "content": inp}]
 
 
-def render(prompt: Prompt, inp: str | Messages) -> Messages:
-    """The exact messages for one input under `prompt`."""
+def input_text(inp: str | Messages) -> str:
+    """An input as the text its nearest demonstrations are chosen by (few-shot-nearest's)."""
+    return Example("", inp, "").input_text()
+
+
+def render(prompt: Prompt, inp: str | Messages,
+           demos: list[dict[str, Any]] | None = None) -> Messages:
+    """The exact messages for one input under `prompt` (with `demos`: those demonstrations
+    instead of the prompt's fixed ones, e.g. the ones chosen for this input)."""
     msgs: Messages = []
-    for d in prompt.demos[:prompt.k] if prompt.k else []:
+    shots = prompt.demos if demos is None else demos
+    for d in shots[:prompt.k] if prompt.k else []:
         msgs += _turns(d["input"])
         msgs.append({"role": "assistant", "content": d["output"]})
     turns = _turns(inp)
@@ -97,6 +119,19 @@ def render(prompt: Prompt, inp: str | Messages) -> Messages:
         head = {"role": "system", "content": prompt.instruction + "\n\n" + turns[0]["content"]}
         return [head] + msgs + turns[1:]
     return [{"role": "system", "content": prompt.instruction}] + msgs + turns
+
+
+def renderer(prompt: Prompt, nearest: Nearest | None = None
+             ) -> Callable[[str | Messages], Messages]:
+    """The messages builder of `prompt`: its fixed demonstrations, or (a prompt with a pool)
+    the k pool entries `nearest` picks for each input."""
+    if prompt.pool is None or not prompt.k:
+        return lambda inp: render(prompt, inp)
+    if nearest is None:
+        raise LadderError(f"prompt {prompt.id} chooses its demonstrations per input (nearest "
+                          "among its pool); it needs the nearest-example selection")
+    pick = nearest(prompt.pool, prompt.k)
+    return lambda inp: render(prompt, inp, pick([input_text(inp)])[0])
 
 
 class TooSmall(LadderError):
@@ -205,13 +240,14 @@ def search(model: ChatModel, params: GenParams, scorer: Scorer, train: list[Exam
            dev: list[Example], instructions: list[Instruction], cfg: SearchConfig, *,
            sid: str, trace_path: Path | None = None, on_event: Event | None = None,
            chunk: int = 8,
-           propose: Callable[[str, list[dict[str, Any]]], list[str]] | None = None
-           ) -> SearchResult:
+           propose: Callable[[str, list[dict[str, Any]]], list[str]] | None = None,
+           nearest: Nearest | None = None) -> SearchResult:
     """Search instructions x demonstrations x k on train + dev (never test) within
     `cfg.budget_calls` model calls; `instructions[0]` is the base (fixed) instruction.
     `propose(base instruction, failures on dev half A)` -> new instructions (a stronger
     model's rewrites; its calls are its own, outside the budget) joins after the first
-    stage."""
+    stage. With `nearest`, demonstrations chosen per input from the train pool are
+    candidates too (for every instruction and k > 0)."""
     rng = random.Random(cfg.seed)
     if not dev:  # no dev split: hold out a seeded third of train (never used for demos)
         pool = sorted(train, key=lambda e: e.id)
@@ -283,6 +319,13 @@ def search(model: ChatModel, params: GenParams, scorer: Scorer, train: list[Exam
     sets.append(labelled[-max_k:] if max_k else [])  # labelled only
     t["demo_sets"] = [[d["id"] for d in s] for s in sets]
     t["bootstrapped"] = len(bootstrapped)
+    # the pool per-input demonstrations are chosen from: every train example searched with
+    # (never dev, never test), in the model's own words where bootstrapping got it right
+    own = {d["id"]: d for d in bootstrapped}
+    near_pool = [own.get(e.id) or {"id": e.id, "input": e.input, "output": e.output}
+            for e in sorted(train, key=lambda e: e.id)] if nearest is not None else []
+    t["nearest_pool"] = [d["id"] for d in near_pool] if nearest is not None else None
+    pickers: dict[int, Picker] = {}
 
     # 3. candidates, the fixed prompt first
     instructions = list(instructions)
@@ -295,6 +338,9 @@ def search(model: ChatModel, params: GenParams, scorer: Scorer, train: list[Exam
                     continue
                 cands.append({"key": f"i{i}-d{j if k else '-'}-k{k}", "instruction": i,
                               "demo_set": j if k else None, "k": k})
+            if k and near_pool and len(near_pool) >= k:  # demonstrations chosen per input
+                cands.append({"key": f"i{i}-dn-k{k}", "instruction": i,
+                              "demo_set": "nearest", "k": k})
 
     for i in range(len(instructions)):
         add_candidates(i)
@@ -307,14 +353,25 @@ def search(model: ChatModel, params: GenParams, scorer: Scorer, train: list[Exam
 
     def prompt_of(c: dict[str, Any]) -> Prompt:
         ins = instructions[c["instruction"]]
+        if c["demo_set"] == "nearest":
+            return Prompt(ins.text, ins.place, [], c["k"], ins.name, pool=near_pool)
         demos = sets[c["demo_set"]][:c["k"]] if c["k"] else []
         return Prompt(ins.text, ins.place, demos, c["k"], ins.name)
+
+    def messages(p: Prompt, inputs: list[str | Messages]) -> list[Messages]:
+        if p.pool is None or not p.k or nearest is None:
+            return [render(p, inp) for inp in inputs]
+        if p.k not in pickers:  # one selector per k: the pool is embedded once
+            pickers[p.k] = nearest(near_pool, p.k)
+        picked = pickers[p.k]([input_text(inp) for inp in inputs]) if inputs else []
+        return [render(p, inp, d) for inp, d in zip(inputs, picked, strict=True)]
 
     def evaluate(c: dict[str, Any], half: list[Example], part: str) -> None:
         entry = t["candidates"].setdefault(c["key"], {**c, "A": {}, "B": {}})
         scores = entry[part]
         p = prompt_of(c)
-        jobs = [(e, render(p, e.input)) for e in half if e.id not in scores]
+        todo = [e for e in half if e.id not in scores]
+        jobs = list(zip(todo, messages(p, [e.input for e in todo]), strict=True))
 
         def rec(ex: Example, text: str, score: float) -> None:
             scores[ex.id] = score
@@ -350,9 +407,10 @@ def search(model: ChatModel, params: GenParams, scorer: Scorer, train: list[Exam
         return True
 
     # the fixed prompt, then the base instruction with the most bootstrapped demonstrations
-    # (what BootstrapFewShot would ship), then the other instructions without demonstrations
+    # (what BootstrapFewShot would ship) and with as many demonstrations chosen per input
+    # (what few-shot-nearest does), then the other instructions without demonstrations
     boot_first = [c for c in cands if c["instruction"] == 0 and c["k"] == max_k
-                  and c["demo_set"] == 0][:1] if max_k else []
+                  and c["demo_set"] in (0, "nearest")] if max_k else []
     stage1 = [first] + boot_first + shuffled([c for c in cands[1:] if not c["k"]], 3)
     going = climb(stage1)
     if going and propose is not None:  # a stronger model rewrites from the failures on A
@@ -461,7 +519,10 @@ def save(state_dir: Path, result: SearchResult, meta: dict[str, Any]) -> dict[st
     folder.mkdir(parents=True, exist_ok=True)
     sid = result.trace["search_id"]
     doc = {"id": p.id, "instruction": p.instruction, "place": p.place, "k": p.k,
-           "name": p.name, "demos": p.demos, "search_id": sid,
+           "name": p.name, "demos": p.demos,
+           # per-input demonstrations: "nearest", chosen from `pool` (stored verbatim)
+           "select": "fixed" if p.pool is None else "nearest", "pool": p.pool,
+           "search_id": sid,
            "dev": result.trace.get("chosen_dev"), "fixed_dev": result.trace.get("fixed_dev"),
            "calls": result.trace["calls"], "seconds": result.trace["seconds"],
            "created": time.time(), **meta}
@@ -483,7 +544,8 @@ def save(state_dir: Path, result: SearchResult, meta: dict[str, Any]) -> dict[st
 
 
 def as_prompt(doc: dict[str, Any]) -> Prompt:
-    return Prompt(doc["instruction"], doc["place"], doc["demos"], doc["k"], doc.get("name", ""))
+    return Prompt(doc["instruction"], doc["place"], doc["demos"], doc["k"], doc.get("name", ""),
+                  pool=doc.get("pool"))
 
 
 def stored_prompts(state_dir: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The run store: SQLite in the task's `.ladder/` folder. Runs, predictions, configs.
+"""The run store: SQLite in the task's `.ladder/` folder. Runs, predictions, configs, served
+requests, and human labels from `ladder ui` (one row per queue item, latest wins).
 
 Schema changes are a list of small migration functions (`m001_initial`, ...) applied in
 order and recorded in `migrations`; never edit one that has shipped, add the next.
@@ -95,8 +96,25 @@ def m003_request_logs(db: sqlite3.Connection) -> None:
     """)
 
 
+def m004_labels(db: sqlite3.Connection) -> None:
+    """Human labels from the web view's queue (`ladder ui`, llm_ladder.labels): one row per
+    (source, item); a later label of the same item replaces the fields it sets."""
+    _script(db, """
+    CREATE TABLE labels (
+        source TEXT NOT NULL,            -- the queue: requests | judge-labels | ...
+        item_id TEXT NOT NULL,           -- request log id, or the example id in that source
+        accepted INTEGER,                -- 1 = the answer is right, 0 = corrected, NULL = not said
+        output TEXT,                     -- the person's corrected answer
+        score REAL,                      -- on the judge's scale, NULL = not scored
+        who TEXT NOT NULL,
+        created REAL NOT NULL,           -- when the latest action on this item was saved
+        PRIMARY KEY (source, item_id)
+    )
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_ladder_id,
-                                                          m003_request_logs]
+                                                          m003_request_logs, m004_labels]
 
 
 def _config_json(config: dict) -> str:
@@ -274,6 +292,43 @@ class Store:
         return out
 
 
+    # ---- human labels (the web view's queue) ------------------------------------------
+    def put_label(self, source: str, item_id: str, who: str, *, accepted: bool | None = None,
+                  output: str | None = None, score: float | None = None) -> None:
+        """Save one person's action on an item. Idempotent per (source, item): the fields this
+        action sets replace the stored ones (latest wins), the others are kept; accepting
+        clears a stored correction and correcting clears `accepted`."""
+        if accepted is None and output is None and score is None:
+            raise ValueError("a label needs accepted, output or score")
+        now = time.time()
+        if output is not None:
+            accepted = False
+        sets = ["who=excluded.who", "created=excluded.created"]
+        if accepted is not None:
+            sets += ["accepted=excluded.accepted", "output=excluded.output"]
+        if score is not None:
+            sets.append("score=excluded.score")
+        self.db.execute(
+            "INSERT INTO labels (source, item_id, accepted, output, score, who, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET "
+            + ", ".join(sets),
+            (source, item_id, None if accepted is None else int(accepted), output, score, who,
+             now))
+
+    def labels(self, source: str | None = None) -> dict[str, dict[str, Any]]:
+        """item id -> label (accepted as bool or None, output, score, who, created) of one
+        source, or "source/item id" -> label of all sources."""
+        sql, args = "SELECT * FROM labels", ()
+        if source is not None:
+            sql, args = sql + " WHERE source=?", (source,)
+        out = {}
+        for r in self.db.execute(sql + " ORDER BY created", args):
+            d = dict(r)
+            d["accepted"] = None if d["accepted"] is None else bool(d["accepted"])
+            out[d["item_id"] if source is not None else f"{d['source']}/{d['item_id']}"] = d
+        return out
+
+
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for k in ("config", "versions", "summary"):
@@ -281,18 +336,36 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-def export_rows(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Logged requests as examples: messages input, the served answer as provisional output."""
+def export_rows(logs: list[dict[str, Any]],
+                labels: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Logged requests as examples: messages input, the served answer as provisional output.
+    `labels` (log id -> label of the `requests` queue, `Store.labels("requests")`): where a
+    person accepted or corrected the answer, the row gains `human_output`, its `output` is
+    the human one (the served answer kept in `meta.served_output`) and it is no longer
+    provisional; a human score goes to `meta.human_score`."""
     rows = []
     for log in logs:
         if not log["response"]:
             continue
-        rows.append({"id": log["id"], "input": log["request"], "output": log["response"],
-                     "meta": {"log_id": log["id"],
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                    time.gmtime(log["created"])),
-                              "served_rung": log["rung"], "served_model": log["model"],
-                              "run_id": log["run_id"], "provisional": True,
-                              "citations": log["citations"]}})
+        row = {"id": log["id"], "input": log["request"], "output": log["response"],
+               "meta": {"log_id": log["id"],
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                              time.gmtime(log["created"])),
+                        "served_rung": log["rung"], "served_model": log["model"],
+                        "run_id": log["run_id"], "provisional": True,
+                        "citations": log["citations"]}}
+        lab = (labels or {}).get(log["id"])
+        if lab is not None:
+            human = lab["output"] if lab["output"] is not None else \
+                log["response"] if lab["accepted"] else None
+            if human is not None:
+                row["human_output"] = row["output"] = human
+                row["meta"] |= {"provisional": False, "served_output": log["response"]}
+            if lab["score"] is not None:
+                row["meta"]["human_score"] = lab["score"]
+            row["meta"] |= {"labelled_by": lab["who"],
+                            "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                         time.gmtime(lab["created"]))}
+        rows.append(row)
     return rows
 

@@ -63,6 +63,10 @@ def _print_prompt(doc: dict[str, Any]) -> None:
     out.rule(f"prompt {doc['id']} ({esc(doc.get('name') or '')}, instruction in the "
              f"{doc['place']} turn, k={doc['k']})")
     out.print("[bold cyan]instruction:[/]\n" + esc(doc["instruction"]), highlight=False)
+    if doc.get("pool") is not None:
+        out.print(f"[bold]demonstrations:[/] the {doc['k']} nearest each input (few-shot-nearest's "
+                  f"selection) among a pool of {len(doc['pool'])} train examples, stored in "
+                  "prompt.json", highlight=False)
     for d in doc["demos"][:doc["k"]]:
         inp = d["input"] if isinstance(d["input"], str) else json.dumps(d["input"])
         out.print(f"[bold]demo {esc(str(d['id']))}:[/] {esc(inp)} → {esc(d['output'])}",

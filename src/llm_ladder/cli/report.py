@@ -1,10 +1,11 @@
 """`ladder report`, `compare`, `ui`: the report of a ladder, comparisons of runs, and a small
 local web view of both.
 
-The web view is the standard library's threading HTTP server, read-only, bound to 127.0.0.1
-by default; it renders the same pages `ladder report` writes, from the run store, on each
-request. Skipped: authentication (it is a local, read-only view; do not expose it) and
-starting runs from the browser.
+The web view is the standard library's threading HTTP server, bound to 127.0.0.1 by default
+(another address needs --allow-remote); it renders the same pages `ladder report` writes,
+from the run store, on each request, and a labelling queue that writes labels (behind the
+printed token, a session cookie and CSRF tokens: report/server.py). Skipped: starting runs
+from the browser.
 """
 
 from __future__ import annotations
@@ -89,19 +90,30 @@ def _short(x: object, n: int = 60) -> str:
 def ui(task: TaskOpt = Path("."),
        port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
        host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless you "
-                                              "trust the network")] = "127.0.0.1") -> None:
-    """A local, read-only web view of the task's runs and ladders: reports, charts,
-    side-by-side examples with filters, comparisons."""
+                                              "trust the network")] = "127.0.0.1",
+       user: Annotated[str | None, typer.Option(
+           "--user", help="who the labels are from (default: the OS user)")] = None,
+       allow_remote: Annotated[bool, typer.Option(
+           "--allow-remote", help="allow a bind beyond loopback (anyone who can reach it can "
+                                  "read every stored prompt; labelling still needs the "
+                                  "token)")] = False) -> None:
+    """A local web view of the task's runs and ladders (reports, charts, side-by-side
+    examples with filters, comparisons) and a labelling queue for served answers and the
+    judge's unscored answers (/label; open the printed URL with its token)."""
     task_store(task)  # fail fast on a bad task folder
     try:
         server = make_server(task, host, port,
-                             log=lambda line: err.print(f"[dim]{esc(line)}[/]", highlight=False))
+                             log=lambda line: err.print(f"[dim]{esc(line)}[/]", highlight=False),
+                             user=user, allow_remote=allow_remote)
     except OSError as ex:
         raise LadderError(f"cannot listen on {host}:{port}: {ex.strerror}") from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] listening on {host}; anyone who can reach it can read "
                   "every stored prompt and output")
-    err.print(f"serving {task} on http://{host}:{server.server_port}/ (Ctrl-C stops)")
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"serving {esc(str(task))} on http://{shown}:{server.server_port}/ (Ctrl-C "
+              f"stops); label as {esc(server.user)} at http://{shown}:{server.server_port}/"
+              f"label?token={server.token}", highlight=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

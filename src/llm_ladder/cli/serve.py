@@ -74,10 +74,19 @@ def logs_export(task: TaskOpt = Path("."),
                 out_file: Annotated[Path, typer.Option("--out", help="JSONL file to write")]
                 = Path("served.jsonl"),
                 limit: Annotated[int | None, typer.Option(min=1, help="at most N rows")] = None,
+                only_labelled: Annotated[bool, typer.Option(
+                    "--only-labelled", help="only rows a person accepted or corrected in "
+                                            "`ladder ui`")] = False,
                 as_json: JsonOpt = False) -> None:
-    """Write the logged traffic as an examples file (served answer = provisional output)."""
+    """Write the logged traffic as an examples file (served answer = provisional output;
+    where a person accepted or corrected it in `ladder ui`, the human output)."""
     _, store = task_store(task)
-    rows = export_rows(store.request_logs(limit, status="ok"))
+    rows = export_rows(store.request_logs(limit, status="ok"), store.labels("requests"))
+    if only_labelled:
+        rows = [r for r in rows if "human_output" in r]
+        if not rows:
+            raise LadderError(f"no logged answer in {store.path} was accepted or corrected "
+                              "yet; label them in `ladder ui` first")
     if not rows:
         raise LadderError(f"no answered requests logged in {store.path}; serve with `ladder "
                           "serve` (serve.log_requests = true) first")
@@ -86,12 +95,14 @@ def logs_export(task: TaskOpt = Path("."),
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                    encoding="utf-8")
     tmp.replace(out_file)
-    doc = {"rows": len(rows), "out": str(out_file)}
+    human = sum(1 for r in rows if "human_output" in r)
+    doc = {"rows": len(rows), "human_outputs": human, "out": str(out_file)}
     if as_json:
         print(json.dumps(doc))
         return
-    out.print(f"wrote {len(rows)} logged request(s) to {esc(str(out_file))}; the outputs are "
-              "what was served, not checked answers: review them before training on them",
+    out.print(f"wrote {len(rows)} logged request(s) to {esc(str(out_file))}; {human} with a "
+              "human output (accepted or corrected in `ladder ui`), the others are what was "
+              "served, not checked answers: review them before training on them",
               highlight=False)
 
 

@@ -46,6 +46,8 @@ def ladder_runs(store: Store, ident: str) -> tuple[str, list[dict[str, Any]]]:
     by_rung: dict[str, dict[str, Any]] = {}
     for r in runs:  # a rung run twice in one ladder (resume): keep the newest finished one
         if r and r["summary"]:
+            # a multi-model ladder names its rows by cell (`rung@model`, llm_ladder.cells)
+            r = {**r, "rung": r["summary"].get("rung") or r["rung"]}
             by_rung.pop(r["rung"], None)
             by_rung[r["rung"]] = r
     if not by_rung:
@@ -118,7 +120,8 @@ def collect(task: Task, store: Store, ident: str,
     preds = {r["id"]: store.predictions(r["id"]) for r in runs}
     decision = decide(task, summaries, preds.__getitem__, {r["id"]: r["config"] for r in runs},
                       baselines=_baselines(task, runs) if baselines is None else baselines)
-    not_run = [n for n in _task_rungs(task) if n not in {r["rung"] for r in runs}]
+    not_run = [n for n in _task_rungs(task)
+               if n not in {r["summary"].get("base_rung") or r["rung"] for r in runs}]
     if not_run and len(runs) > 1:
         decision["notes"].append(f"not run in this ladder: {', '.join(not_run)} (`ladder run` "
                                  "stops at the first rung that meets the bar; `--all` runs and "

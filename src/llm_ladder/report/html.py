@@ -147,6 +147,33 @@ def _ladder_table(d: dict[str, Any]) -> str:
     return f"<table id=ladder-table>{head}{''.join(rows)}</table>"
 
 
+def _grid(d: dict[str, Any]) -> str:
+    """A multi-model ladder's rung x model grid: quality [CI] and $/1k requests per cell."""
+    cells = [s for s in d["summaries"] if s.get("base_rung")]
+    models = list(dict.fromkeys(s.get("model") for s in cells))
+    if len(models) < 2:
+        return ""
+    rungs = list(dict.fromkeys(s["base_rung"] for s in cells))
+    at = {(s["base_rung"], s.get("model")): s for s in cells}
+    chosen = d["decision"].get("rung")
+    head = "<tr><th class=l>rung</th>" + "".join(f"<th>{e(m)}</th>" for m in models) + "</tr>"
+    rows = []
+    for r in rungs:
+        tds = []
+        for m in models:
+            s = at.get((r, m))
+            if s is None:
+                tds.append("<td class=muted>not run</td>")
+                continue
+            mark = " ✔" if s["rung"] == chosen else ""
+            tds.append(f"<td>{q_cell(s['quality'])}{mark}<br><span class=muted>"
+                       f"${num(s.get('cost_per_1k_usd'), '.4f')}/1k</span></td>")
+        rows.append(f"<tr><td class=l>{e(r)}</td>{''.join(tds)}</tr>")
+    return ("<h3>Rung × model</h3><table id=grid-table>" + head + "".join(rows) + "</table>"
+            "<p class=muted>Each cell is one rung on one model, on the same test examples; a "
+            "rung that trains has a cell only on the model it tunes.</p>")
+
+
 def _baseline_row(b: dict[str, Any], anchor: str | None, rec: dict[str, Any]) -> str:
     """A trivial baseline (label metrics: majority class, uniform random) under the rungs,
     with the same interval; not a rung, so no cost columns. The majority row shows the paired
@@ -365,6 +392,7 @@ def render_report(d: dict[str, Any]) -> str:
             f"{e(time.strftime('%Y-%m-%d %H:%M'))}; an example is correct when its score is "
             "at least 0.5.</p>")
     body = (head + _recommendation(d["decision"]) + "<h2>The ladder</h2>" + _ladder_table(d)
+            + _grid(d) + _judge(d)
             + "<h2>Quality, cost and latency</h2>" + _charts(d)
             + "<h2>Cost of ownership</h2>" + _ownership(d)
             + "<h2>Error analysis</h2>" + _analysis(d)
@@ -372,6 +400,58 @@ def render_report(d: dict[str, Any]) -> str:
             + _optimized(d.get("prompts") or {})
             + "<h2>Examples</h2>" + _examples(d))
     return page(f"{d['task']} — ladder report", body, FILTER_JS)
+
+
+def _iv(x: dict[str, Any] | None, spec: str = ".3f") -> str:
+    """"value [low, high]" of an interval dict, or "—"."""
+    if not x or x.get("value") is None:
+        return "—"
+    if x.get("low") is None:
+        return num(x["value"], spec)
+    return (f"{num(x['value'], spec)} <span class=muted>[{num(x['low'], spec)}, "
+            f"{num(x['high'], spec)}]</span>")
+
+
+def _judge(d: dict[str, Any]) -> str:
+    """A judged ladder: the judge model, its agreement with human scores (or "unknown"),
+    whether a rung was refused for it, and per rung the PPI interval beside the plain one."""
+    judged = [s for s in d["summaries"] if s.get("judge")]
+    if not judged:
+        return ""
+    configs = {r["id"]: (r.get("config") or {}).get("judge") or {} for r in d["runs"]}
+    j0 = judged[0]["judge"]
+    t = j0.get("trust") or {}
+    cfg = configs.get(judged[0]["run_id"]) or {}
+    model = cfg.get("model")  # the judge's describe(): a dict, or a string in older runs
+    if isinstance(model, dict):
+        model = " ".join(str(model[k]) for k in ("backend", "name") if model.get(k))
+    key = t.get("judge_model") or cfg.get("key") or "—"
+    who = key + (f" ({model})" if model and model != key else "")
+    a = t.get("agreement") or {}
+    if a.get("value") is None:
+        agree = f"unknown: {e(j0.get('why') or 'no human scores')}"
+    else:
+        agree = (f"{e(a.get('name'))} {_iv(a, '.2f')} on {e(a.get('n'))} human-scored answers"
+                 + (f"; Spearman {_iv(t['spearman'], '.2f')}" if t.get("spearman") else ""))
+    rows = []
+    for s in judged:
+        j = s["judge"]
+        ppi = j.get("ppi")
+        ppi_cell = (f"{_iv(ppi)} <span class=muted>({ppi.get('n_labelled')} human-scored)"
+                    "</span>" if ppi else f"— <span class=muted>{e(j.get('ppi_why'))}</span>")
+        verdict = ("trusted" if j.get("ok") else
+                   f"<strong>refused</strong>: {e(j.get('why'))}")
+        rows.append(f"<tr class=judge-row><td class=l>{e(s['rung'])}</td><td>"
+                    f"{_iv(s.get('quality'))}</td><td class=ppi>{ppi_cell}</td>"
+                    f"<td class=l>{verdict}</td></tr>")
+    return (f"<h2 id=judge>Judge</h2><p id=judge-trust>Judge model {e(who)}, "
+            f"{e(t.get('mode') or cfg.get('mode') or '')}; agreement with humans: {agree}; "
+            f"floor {num(j0.get('floor'), '.2f')}. A judged rung is recommended only when "
+            "the agreement reaches the floor; with human scores the decision uses the PPI "
+            "interval.</p>"
+            "<table id=judge-table><tr><th class=l>rung</th><th>judge, plain [95% CI]</th>"
+            "<th>judge corrected by humans (PPI) [95% CI]</th><th class=l>judge trust</th>"
+            "</tr>" + "".join(rows) + "</table>")
 
 
 def _optimized(prompts: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from llm_ladder.task import Task
 DEFAULT_LADDER = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest",
                   "chain-of-thought", "constrained", "few-shot-constrained",
                   "optimized-prompt", "rag", "few-shot-rag", "tool-use",
-                  "few-shot-tools", "lora", "distill", "lora-rag"]
+                  "few-shot-tools", "lora", "distill", "lora-rag", "lora-tools"]
 
 # What a rung may need, and how to tell that a task provides it.
 NEEDS: dict[str, Callable[[Task], bool]] = {
@@ -193,13 +193,20 @@ class NearestShots:
         self._cache: dict[str, list[Example]] = {}
 
     def __call__(self, text: str) -> list[Example]:
+        return self.many([text])[0]
+
+    def many(self, texts: list[str]) -> list[list[Example]]:
+        """The shots for each text; the texts not seen before are embedded in one batch (the
+        optimized-prompt search picks for a whole dev half at once)."""
         if self.vecs is None or self.k == 0:
-            return []
-        if text not in self._cache:
-            sims = self.vecs @ self.embedder.embed([text])[0]
-            best = sorted(range(len(self.pool)), key=lambda i: -sims[i])[:self.k]
-            self._cache[text] = [self.pool[i] for i in reversed(best)]
-        return self._cache[text]
+            return [[] for _ in texts]
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            sims = self.vecs @ self.embedder.embed(todo).T  # (pool, todo)
+            for j, text in enumerate(todo):
+                best = sorted(range(len(self.pool)), key=lambda i: -sims[i, j])[:self.k]
+                self._cache[text] = [self.pool[i] for i in reversed(best)]
+        return [self._cache[t] for t in texts]
 
     def settings(self) -> dict[str, Any]:
         return {"k": self.k, "embedder": self.embedder.name, "pool": len(self.pool)}

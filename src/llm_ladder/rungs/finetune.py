@@ -8,6 +8,9 @@ for early stopping; the test split never gets here.
 - lora:        the input alone (no instructions): the classic fine-tune, shortest prompts.
 - lora-prompt: the task's system prompt at train and at inference (fine-tune + prompt).
 - lora-rag:    the RAG prompt with retrieved chunks at train and inference (fine-tune + RAG).
+- lora-tools:  the tool-use request (each example's offered functions, the JSON protocol) at
+               train and inference; the target is the reference call written the way the
+               tool rungs' demonstrations write it, or the no-call sentence for irrelevance.
 (distill, in rungs/distill.py, is lora on a teacher model's answers to the train inputs.)
 The one-time cost (training seconds, and teacher labelling for distill) goes into the
 pipeline settings, and from there into the run summary as `one_time`. Skipped: full
@@ -16,6 +19,7 @@ fine-tuning and multi-device training.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from typing import Any
 
@@ -27,7 +31,8 @@ from llm_ladder.finetune.lora import pick_precision
 from llm_ladder.finetune.lora import train as run_training
 from llm_ladder.models.base import ChatModel
 from llm_ladder.models.local import TransformersModel, resolve_weights
-from llm_ladder.rungs.base import Pipeline, RungContext, get_rung
+from llm_ladder.rungs.base import Pipeline, RungContext, as_messages, get_rung
+from llm_ladder.rungs.tools import ToolSetup
 from llm_ladder.task import FinetuneConfig, Task
 
 
@@ -155,3 +160,33 @@ class LoraRAG(Lora):
     description = "LoRA fine-tune with retrieved corpus chunks in the prompt (fine-tune + RAG)"
     prompt_rung = "rag"
     needs = frozenset({"finetune", "index"})
+
+
+class LoraTools(Lora):
+    """LoRA on the train split's calls, in the protocol the `tool-use` rung uses at inference
+    on a local model (the prompted JSON protocol: a local model has no native tool calls), so
+    the paired test compares it with the prompted tool rungs on the same test examples."""
+
+    name = "lora-tools"
+    description = "LoRA fine-tune on the train split's tool calls (the tool-use request)"
+    prompt_rung = "tool-use"
+    needs = frozenset({"finetune", "tools"})
+
+    def build(self, ctx: RungContext) -> Pipeline:
+        prompt = get_rung(self.prompt_rung).build(ctx)
+        setup = ToolSetup(ctx.task)
+
+        def rendered(examples: list[Example]) -> list[Example]:
+            """Each example as the exact request the rung sends, with its call as output."""
+            out = []
+            for ex in examples:
+                turns = setup.shot_turns(ex, native=False)  # request turns + the call
+                request = setup.request(ex, False, []).messages
+                out.append(Example(ex.id, request, str(turns[-1]["content"]), ex.meta))
+            return out
+
+        as_given = Pipeline(self.name, as_messages, prompt.params,
+                            {"system": None, "protocol": "json"})
+        train_ctx = dataclasses.replace(ctx, dev=rendered(ctx.dev))
+        manifest = tune(train_ctx, self.name, as_given, rendered(ctx.train), ctx.base_key)
+        return adapted(ctx, self.name, prompt, manifest)

@@ -10,22 +10,30 @@ search trace; the same search (same train and dev data, seed, budget, model, can
 found again there and never re-run, so `ladder serve --rung optimized-prompt` serves the
 stored prompt. The search's time is its one-time cost (`one_time`), redone on a new base
 model. With `[optimize] proposer = KEY`, that (stronger) model writes two more candidate
-instructions from the fixed prompt's failures on dev (`proposer`). Skipped: proposals from
-the failures of the other candidates, and more than one round of proposals.
+instructions from the fixed prompt's failures on dev (`proposer`). Demonstrations chosen per
+input are candidates too: the search is handed the few-shot-nearest rung's selection
+(`NearestShots`, the embedded MiniLM embedder) over the train pool (`nearest`); a stored
+prompt of that kind keeps its pool verbatim and chooses again for every served input.
+Refused: tool tasks (the search writes plain prompts, never the tool requests of the tool
+rungs). Skipped: proposals from the failures of the other candidates, and more than one
+round of proposals.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from llm_ladder import optimize
-from llm_ladder.data import Example, Messages
+from llm_ladder.data import Example
+from llm_ladder.embedding import DEFAULT_EMBEDDER, Embedder
+from llm_ladder.errors import LadderError
 from llm_ladder.metrics import build_metric, metric_needs
 from llm_ladder.models import build_model
 from llm_ladder.models.base import GenParams
 from llm_ladder.optimize import Instruction, Prompt, SearchConfig
-from llm_ladder.rungs.base import Pipeline, RungContext, gen_params, instructions
+from llm_ladder.rungs.base import NearestShots, Pipeline, RungContext, gen_params, instructions
 from llm_ladder.task import OptimizeConfig
 
 NAME = "optimized-prompt"
@@ -106,6 +114,21 @@ def proposer(ctx: RungContext) -> Callable[[str, list[dict[str, Any]]], list[str
     return propose
 
 
+@functools.cache
+def embedder() -> Embedder:
+    """The embedder few-shot-nearest uses, loaded once per process."""
+    return Embedder()
+
+
+def nearest(pool: list[dict[str, Any]], k: int) -> optimize.Picker:
+    """The few-shot-nearest rung's selection over a demonstration pool: input texts -> for
+    each, the k pool entries nearest it (most similar last)."""
+    shots = NearestShots([Example(d["id"], d["input"], d["output"]) for d in pool], k,
+                         embedder())
+    by_id = {d["id"]: d for d in pool}
+    return lambda texts: [[by_id[e.id] for e in got] for got in shots.many(texts)]
+
+
 class OptimizedPrompt:
     name = NAME
     needs = frozenset({"optimize"})  # climbed by default only when the task has [optimize]
@@ -114,6 +137,10 @@ class OptimizedPrompt:
 
     def build(self, ctx: RungContext) -> Pipeline:
         task = ctx.task
+        if task.tools is not None:
+            raise LadderError(f"{task.name}: the optimized-prompt rung does not search tool "
+                              "requests (its prompts never list the offered functions); climb "
+                              "tool-use and few-shot-tools on a tool task")
         cands = rewrites(instructions(ctx), ctx.labels, ctx.schema)
         fixed = Prompt(cands[0].text, cands[0].place, [], 0, cands[0].name)
         cfg = search_config(ctx)
@@ -128,7 +155,8 @@ class OptimizedPrompt:
             "dev": optimize.data_hash(ctx.dev), "config": vars(cfg),
             "model": model_identity(ctx), "candidates": [vars(c) for c in cands],
             "metric": task.metric.name, "labels": ctx.labels, "schema": ctx.schema,
-            "params": vars(params), "proposer": proposer_identity(ctx)})
+            "params": vars(params), "proposer": proposer_identity(ctx),
+            "nearest": {"embedder": DEFAULT_EMBEDDER, "how": NearestShots.__name__}})
         doc = optimize.find(task.state_dir, sid)
         if doc is not None:
             if ctx.on_event:
@@ -148,27 +176,20 @@ class OptimizedPrompt:
                                          trace_path=optimize.work_trace(task.state_dir, sid),
                                          on_event=ctx.on_event,
                                          chunk=getattr(model, "batch_size", 8),
-                                         propose=proposer(ctx))
+                                         propose=proposer(ctx), nearest=nearest)
             except optimize.TooSmall as e:  # climbs on: the fixed prompt, saying why
                 return self.fixed(fixed, params, str(e), ctx)
             doc = optimize.save(task.state_dir, result, {
                 "task": task.name, "model": model_identity(ctx), "metric": task.metric.name,
                 "budget_calls": cfg.budget_calls, "seed": cfg.seed})
-        prompt = optimize.as_prompt(doc)
+        return pipeline_of(doc, params)
 
-        def build(inp: str | Messages) -> Messages:
-            return optimize.render(prompt, inp)
-
-        seconds = float(doc.get("seconds") or 0.0)
-        settings = {
-            "prompt_id": prompt.id, "search": doc["search_id"], "instruction": prompt.name,
-            "place": prompt.place, "k": prompt.k, "demo_ids": [d["id"] for d in prompt.demos],
-            "system": prompt.instruction, "dev": doc.get("dev"), "fixed_dev": doc.get("fixed_dev"),
-            "search_calls": doc.get("calls"),
-            "one_time": {"seconds": seconds, "retrain_on_base_upgrade": True,
-                         "what": f"prompt search: {doc.get('calls')} model calls on train + dev "
-                                 f"({seconds / 60:.1f} min)"}}
-        return Pipeline(NAME, build, params, settings=settings)
+    @staticmethod
+    def from_run(ctx: RungContext, settings: dict[str, Any]) -> Pipeline | None:
+        """A stored run's pipeline: the prompt it measured (never a new search), or None
+        when the run searched nothing (too little data: the fixed prompt)."""
+        pid = settings.get("prompt_id")
+        return stored_pipeline(ctx, pid) if isinstance(pid, str) else None
 
     @staticmethod
     def fixed(prompt: Prompt, params: GenParams, why: str, ctx: RungContext) -> Pipeline:
@@ -177,3 +198,37 @@ class OptimizedPrompt:
             ctx.on_event({"warning": f"{NAME}: {why}; it runs the fixed system prompt"})
         return Pipeline(NAME, lambda inp: optimize.render(prompt, inp), params,
                         settings={"system": prompt.instruction, "search": None, "skipped": why})
+
+
+def stored_pipeline(ctx: RungContext, prompt_id: str) -> Pipeline:
+    """The pipeline of the stored prompt `prompt_id` (what a run of this rung measured), never
+    searching: `ladder serve` of a stored run and `ladder deploy` use it."""
+    doc = optimize.read(ctx.task.state_dir, prompt_id)
+    if doc is None:
+        raise LadderError(f"the optimized prompt {prompt_id!r} is not stored under "
+                          f"{optimize.prompts_dir(ctx.task.state_dir)}; run the "
+                          f"{NAME} rung again (`ladder prompts` lists the stored ones)")
+    return pipeline_of(doc, gen_params(ctx))
+
+
+def pipeline_of(doc: dict[str, Any], params: GenParams) -> Pipeline:
+    """A stored prompt as the rung's pipeline (its demonstrations chosen per input when the
+    prompt has a pool)."""
+    prompt = optimize.as_prompt(doc)
+    if prompt.id != doc.get("id"):
+        raise LadderError(f"the stored prompt {doc.get('id')!r} does not hash to its id "
+                          f"({prompt.id}): its prompt.json was edited")
+    build = optimize.renderer(prompt, nearest)
+    seconds = float(doc.get("seconds") or 0.0)
+    settings = {
+        "prompt_id": prompt.id, "search": doc["search_id"], "instruction": prompt.name,
+        "place": prompt.place, "k": prompt.k, "demo_ids": [d["id"] for d in prompt.demos],
+        "select": doc.get("select") or "fixed",
+        **({"pool": len(prompt.pool), "embedder": DEFAULT_EMBEDDER}
+           if prompt.pool is not None else {}),
+        "system": prompt.instruction, "dev": doc.get("dev"), "fixed_dev": doc.get("fixed_dev"),
+        "search_calls": doc.get("calls"),
+        "one_time": {"seconds": seconds, "retrain_on_base_upgrade": True,
+                     "what": f"prompt search: {doc.get('calls')} model calls on train + dev "
+                             f"({seconds / 60:.1f} min)"}}
+    return Pipeline(NAME, build, params, settings=settings)

@@ -2,8 +2,10 @@
 model it calls.
 
 A stored run with an adapter is served with exactly that adapter: its prompt rung is built
-and the adapter loaded on the base, so serving never trains. Settings that drifted since the
-run (data or task changed) are reported as warnings; a different adapter is refused.
+and the adapter loaded on the base, so serving never trains. A rung that stores what it chose
+(`from_run`: the optimized prompt) is rebuilt from the run's settings, so serving never
+searches again. Settings that drifted since the run (data or task changed) are reported as
+warnings; a different adapter is refused.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from llm_ladder.session import Prepared, open_session
 from llm_ladder.task import Task
 
 
-def build_pipeline(task: Task, rung: str, embedder: Any = None, retriever: Any = None
-                   ) -> tuple[Pipeline, Prepared]:
+def build_pipeline(task: Task, rung: str, embedder: Any = None, retriever: Any = None,
+                   settings: dict[str, Any] | None = None) -> tuple[Pipeline, Prepared]:
     """The rung's pipeline built the way `ladder run` builds it (train split for shots, the
     index for the rungs that need it), and the prepared data it was built from. `retriever`
-    replaces opening the index (deploy only needs the prompt's shape)."""
+    replaces opening the index (deploy only needs the prompt's shape). With a stored run's
+    `settings`, a rung with `from_run` rebuilds exactly what that run measured."""
     session = open_session(task, rungs=[rung], skip_bad_rows=True, embedder=embedder,
                            retriever=retriever, load_model=False)
-    return get_rung(rung).build(session.prep.context()), session.prep
+    obj, ctx = get_rung(rung), session.prep.context()
+    from_run = getattr(obj, "from_run", None)
+    pinned = from_run(ctx, settings) if from_run is not None and settings else None
+    return pinned or obj.build(ctx), session.prep
 
 
 def prompt_rung(rung: str) -> str:
@@ -55,7 +61,7 @@ def build_served(task: Task, rung: str, model_key: str = "default",
         pipeline.settings = {**pipeline.settings, **{k: settings[k] for k in settings
                                                      if k not in pipeline.settings}}
     else:
-        pipeline, prep = build_pipeline(task, rung, embedder)
+        pipeline, prep = build_pipeline(task, rung, embedder, settings=settings)
     warnings = _compare(run, pipeline) if run else []
     chosen = pipeline.model or model or build_model(task.model(model_key))
     schema = load_schema(task.path(task.serve.output_schema)) if task.serve.output_schema \

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from llm_ladder import optimize
 from llm_ladder.errors import LadderError
 from llm_ladder.finetune.registry import export_adapter
 from llm_ladder.serving.build import build_pipeline, prompt_rung
@@ -74,7 +75,7 @@ def _template(task, run: dict[str, Any]) -> dict[str, Any]:
     settings = run["config"].get("settings") or {}
     # a fine-tuned rung's prompt is its prompt rung's (building it would train)
     rung = prompt_rung(run["rung"]) if settings.get("adapter") else run["rung"]
-    pipeline, _ = build_pipeline(task, rung, retriever=_NoIndex())
+    pipeline, _ = build_pipeline(task, rung, retriever=_NoIndex(), settings=settings)
     doc: dict[str, Any] = {"rung": run["rung"], "run_id": run["id"],
                            "system": settings.get("system"),
                            "params": {k: v for k, v in vars(pipeline.params).items()},
@@ -86,10 +87,14 @@ def _template(task, run: dict[str, Any]) -> dict[str, Any]:
         doc["retrieval"] = "the top-k chunks replace the sample document, numbered [1]..[k]"
     else:
         doc["messages"] = pipeline.build_messages(INPUT)
-    if run["rung"] in ("few-shot-nearest", "few-shot-rag"):
+    if run["rung"] in ("few-shot-nearest", "few-shot-rag") or settings.get("select") == "nearest":
         doc["shots"] = ("chosen per input (the k train examples nearest to it); the messages "
                         "show those chosen for the placeholder: serve this rung with "
                         "`ladder serve` in front of the engine")
+    pid = settings.get("prompt_id")
+    if isinstance(pid, str) and ADAPTER_ID.fullmatch(pid):  # the optimized prompt, verbatim
+        stored = optimize.read(task.state_dir, pid) or {}
+        doc["optimized_prompt"] = {k: v for k, v in stored.items() if k != "trace"}
     return doc
 
 
@@ -157,8 +162,10 @@ def _sh(cmd: list[str]) -> str:
                                                    for i in range(3, len(parts), 2)])
 
 
-def _copy_task(task, dest: Path, adapter_id: str | None) -> list[str]:
-    """task.toml and the files it names (data, schemas, corpus folders inside the task)."""
+def _copy_task(task, dest: Path, adapter_id: str | None, prompt_id: str | None = None
+               ) -> list[str]:
+    """task.toml and the files it names (data, schemas, corpus folders inside the task), the
+    run's adapter and its optimized prompt."""
     notes = []
     dest.mkdir(parents=True)
     shutil.copy2(task.root / "task.toml", dest / "task.toml")
@@ -187,6 +194,18 @@ def _copy_task(task, dest: Path, adapter_id: str | None) -> list[str]:
             shutil.copytree(src, dest / ".ladder" / "adapters" / adapter_id)
         else:
             notes.append(f"adapter {adapter_id}: not found under {src.parent}")
+    if prompt_id:  # the optimized prompt and its search pointer: served, never searched again
+        root = optimize.prompts_dir(task.state_dir)
+        shutil.copytree(root / prompt_id, optimize.prompts_dir(dest / ".ladder") / prompt_id)
+        for pointer in sorted((root / "searches").glob("*.json")):
+            try:
+                points_at = json.loads(pointer.read_text(encoding="utf-8")).get("prompt")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue  # not a search pointer
+            if points_at == prompt_id:
+                target = optimize.prompts_dir(dest / ".ladder") / "searches" / pointer.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(pointer, target)
     return notes
 
 
@@ -239,7 +258,9 @@ def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm",
         if base_model == "BASE_MODEL":
             notes.append("could not tell the base model's id: pass --base")
     else:
-        notes += _copy_task(task, dest / "task", adapter_id)
+        pid = settings.get("prompt_id")
+        notes += _copy_task(task, dest / "task", adapter_id,
+                            pid if isinstance(pid, str) and ADAPTER_ID.fullmatch(pid) else None)
         files.append("task/")
         steps = []
         if task.corpus:

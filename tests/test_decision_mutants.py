@@ -628,3 +628,65 @@ def test_macro_f1_keeps_case_sensitive_task_labels():
 def test_json_right_after_a_closing_brace_and_tolerance_boundary():
     assert parse_json('x{"a": 1}.') == ({"a": 1}, None)
     assert values_equal(0.0, 1e-9)  # the tolerance is inclusive
+
+
+# ---- paired tests: the document, the one-sided p, and what `pair` counts -----------------
+
+def test_paired_document_names_every_field():
+    from llm_ladder.stats import paired_test
+
+    t = paired_test([1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 0, 1])
+    d = t.as_dict()
+    assert set(d) == {"test", "n", "mean_a", "mean_b", "diff", "low", "high", "p_value",
+                      "significant", "a_only", "b_only", "p_greater", "interval"}
+    assert (d["mean_a"], d["mean_b"], d["a_only"], d["b_only"]) == (4 / 6, 5 / 6, 1, 2)
+    assert d["low"] < d["diff"] < d["high"] and d["interval"] == "Newcombe hybrid score"
+    assert d["p_value"] == t.p_value and d["significant"] is t.significant
+
+
+def test_one_sided_mcnemar_p_with_ties_and_without_discordant_pairs():
+    from llm_ladder.stats import paired_test
+
+    tied = paired_test([1, 0, 1], [0, 1, 1])  # one discordant pair each way
+    assert tied.p_greater == pytest.approx(0.75)  # P(X >= 1), X ~ Bin(2, 1/2)
+    same = paired_test([1, 0, 1], [1, 0, 1])  # no discordant pair: nothing favours B
+    assert same.p_greater == 1.0 and same.p_value == 1.0
+
+
+def test_test_text_names_each_test_and_passes_unknown_names_through():
+    from llm_ladder.decide import test_text
+    from llm_ladder.stats import Paired, paired_test
+
+    assert test_text(paired_test([0.1, 0.5, 0.2], [0.4, 0.6, 0.9])).startswith(
+        "sign-flip permutation test one-sided p=")
+    base = dict(n=3, mean_a=0.1, mean_b=0.2, diff=0.1, low=-0.1, high=0.3, p_value=0.5,
+                p_greater=0.25)
+    assert test_text(Paired("permutation (macro-F1)", **base)).startswith(
+        "paired permutation test of macro-F1 one-sided p=0.25 (two-sided p=0.5)")
+    assert test_text(Paired("some new test", **base)).startswith("some new test one-sided")
+
+
+def test_pair_counts_failed_generations_by_the_metric_and_scores_macro_f1_per_side():
+    from llm_ladder.decide import pair
+
+    def p(i, out, ref, score, error=None):
+        return {"example_id": i, "output": out, "reference": ref, "score": score,
+                "error": error, "finish_reason": "error" if error else "stop"}
+
+    class Unscorable:  # a reference the metric cannot score: the failure is not counted
+        def score(self, output, reference):
+            return type("S", (), {"value": None})()
+
+    a = [p("1", "x", "x", 1.0), p("2", "", "y", None, "boom")]
+    b = [p("1", "x", "x", 1.0), p("2", "y", "y", 1.0)]
+    assert pair(a, b).n == 2  # without a metric the failure counts as wrong
+    assert pair(a, b, metric=Unscorable()).n == 1
+    # macro-F1 of each side over the same examples; a failed generation predicts nothing
+    refs = ["alpha", "beta", "alpha", "beta"]
+    a = [p(str(i), r, r, 1.0) for i, r in enumerate(refs)]
+    b = [p(str(i), "alpha", r, float(r == "alpha")) for i, r in enumerate(refs)]
+    two = pair(a, b, "macro_f1", ["alpha", "beta"])
+    assert two.test == "permutation (macro-F1)" and two.mean_a == 1.0
+    assert two.mean_b == pytest.approx(1 / 3)  # F1(alpha) 2/3, F1(beta) 0
+    failed = [p("0", "", "alpha", None, "boom")] + a[1:]
+    assert pair(failed, b, "macro_f1", ["alpha", "beta"]).mean_a < two.mean_a

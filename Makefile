@@ -18,7 +18,7 @@ WHEELS      ?= $(HOME)/.cache/llm-ladder/wheels
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-dev demo test lint bench clean mutation lock
+.PHONY: install install-dev demo test lint bench bench-quick clean mutation lock
 
 # Every third-party file is checked against its sha256 (locks/*.txt, made by `make lock` from
 # requirements.lock): pip runs in --require-hashes mode with --no-deps, so nothing unpinned
@@ -58,10 +58,19 @@ test: install-dev
 lint: install-dev
 	$(VENV)/bin/ruff check src tests bench
 
+# Each benchmark writes bench/results/<name>.json and (local, train, serve) its own section of
+# docs/benchmarks.md (bench/benchlib.py); `make bench-quick` checks they run, writing no docs.
 bench: install-dev
 	$(PY) bench/bench_local.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_openai.py
+
+bench-quick: install-dev
+	$(PY) bench/bench_local.py --quick
+	$(PY) bench/bench_train.py --quick
+	$(PY) bench/bench_serve.py --quick
 
 # Mutation testing of the decision core (stats.py, decide.py, metrics.py; config in
 # pyproject.toml [tool.mutmut]) with its fast unit tests. Slow (1-3 hours on a busy 2-core box),

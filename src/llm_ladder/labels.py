@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from llm_ladder import synth
 from llm_ladder.data import Messages, load_examples
 from llm_ladder.errors import LadderError
-from llm_ladder.store import Store
+from llm_ladder.store import Store, open_run_store
 from llm_ladder.task import Task
 
 ACTIONS = ("accept", "correct", "score", "promote", "reject")
@@ -256,10 +256,9 @@ def next_item(source: LabelSource, after: str | None = None,
 def human_scores(task: Task) -> dict[str, dict[str, Any]]:
     """example id -> the `judge-labels` label with a score, from the run store (empty when no
     store exists yet). judge_check.load_labels fills empty `meta.human_score`s with them."""
-    db = task.state_dir / "runs.db"
-    if not db.is_file():
+    if not task.store.url_env and not (task.state_dir / "runs.db").is_file():
         return {}
-    store = Store(db)
+    store = open_run_store(task)
     try:
         return {k: v for k, v in store.labels(JudgeLabelSource.kind).items()
                 if v["score"] is not None}

@@ -30,7 +30,7 @@ from llm_ladder.rag.index import open_store
 from llm_ladder.rag.retrieve import Retriever
 from llm_ladder.rungs.base import RungContext, ladder_for, needs_of
 from llm_ladder.splits import Splits, decontaminate, split_examples
-from llm_ladder.store import Store
+from llm_ladder.store import Store, open_run_store
 from llm_ladder.task import Task, load_task
 
 Status = Callable[[str], AbstractContextManager[Any]]
@@ -196,7 +196,7 @@ class Session:
 def open_task(task: Task | str | Path) -> tuple[Task, Store]:
     """The task (loaded from its folder when given a path) and its run store."""
     task = task if isinstance(task, Task) else load_task(Path(task))
-    return task, Store(task.state_dir / "runs.db")
+    return task, open_run_store(task)
 
 
 def open_session(task: Task | str | Path, model: str = "default",

@@ -1,26 +1,49 @@
-"""The run store: SQLite in the task's `.ladder/` folder. Runs, predictions, configs, served
-requests, and human labels from `ladder ui` (one row per queue item, latest wins).
+"""The run store: runs, predictions, configs, served requests, and human labels from `ladder
+ui` (one row per queue item, latest wins). SQLite in the task's `.ladder/runs.db` by default;
+PostgreSQL when the task's `[store] url_env` names an environment variable holding a
+`postgresql://` URL, so that several people and CI jobs write one history (`open_run_store`).
+
+One `Store` class and one list of migrations for both databases. Everything that differs
+between them sits in two small connection classes (`_SQLite`, `_Postgres`): `?` placeholders
+(PostgreSQL's `%s`), the column type `REAL` in DDL (PostgreSQL's `DOUBLE PRECISION`: its own
+REAL is 4 bytes, too coarse for a Unix time), the write transaction (SQLite's `BEGIN
+IMMEDIATE`; a PostgreSQL transaction, plus a transaction-scoped advisory lock while migrating)
+and which error means "no such table". The SQL itself, upserts included (`ON CONFLICT ... DO
+NOTHING / DO UPDATE`), is written once and runs on both.
 
 Schema changes are a list of small migration functions (`m001_initial`, ...) applied in
 order and recorded in `migrations`; never edit one that has shipped, add the next.
 Predictions are keyed by (run_id, example_id), so a resumed run can never store or bill an
-example twice. WAL mode lets `ladder runs` read while a run writes.
+example twice. WAL mode lets `ladder runs` read while a run writes. A PostgreSQL URL's
+password never reaches a message, a repr or the display name (`Store.path`).
+
+A NUL character, which PostgreSQL text cannot hold, is stored there as U+FFFD.
+
+Skipped: connection pools, moving runs between SQLite and PostgreSQL, several tasks in one
+PostgreSQL database (use one database, or one schema, per task); adapters stay files in
+`.ladder/adapters` (docs/store.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
+import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llm_ladder.errors import redact_urls_in
+from llm_ladder.errors import LadderError, redact_url, redact_urls_in, require
+from llm_ladder.task import Task
 
 
-def m001_initial(db: sqlite3.Connection) -> None:
+def m001_initial(db: _Conn) -> None:
     _script(db, """
     CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -56,20 +79,21 @@ def m001_initial(db: sqlite3.Connection) -> None:
     """)
 
 
-def _script(db: sqlite3.Connection, sql: str) -> None:
-    """Run several statements inside the caller's transaction (executescript would commit)."""
+def _script(db: _Conn, sql: str) -> None:
+    """Run several DDL statements inside the caller's transaction (executescript would
+    commit), each in the connection's dialect (`_Conn.ddl`)."""
     for stmt in sql.split(";"):
         lines = [ln.split("--")[0] for ln in stmt.splitlines()]
         if "".join(lines).strip():
-            db.execute("\n".join(lines))
+            db.execute(db.ddl("\n".join(lines)))
 
 
-def m002_ladder_id(db: sqlite3.Connection) -> None:
+def m002_ladder_id(db: _Conn) -> None:
     """Group the runs of one `ladder run` so the comparison can be shown again."""
-    db.execute("ALTER TABLE runs ADD COLUMN ladder_id TEXT")
+    _script(db, "ALTER TABLE runs ADD COLUMN ladder_id TEXT")
 
 
-def m003_request_logs(db: sqlite3.Connection) -> None:
+def m003_request_logs(db: _Conn) -> None:
     """Traffic served by `ladder serve` (redacted before writing; never auth headers)."""
     _script(db, """
     CREATE TABLE request_logs (
@@ -96,7 +120,7 @@ def m003_request_logs(db: sqlite3.Connection) -> None:
     """)
 
 
-def m004_labels(db: sqlite3.Connection) -> None:
+def m004_labels(db: _Conn) -> None:
     """Human labels from the web view's queue (`ladder ui`, llm_ladder.labels): one row per
     (source, item); a later label of the same item replaces the fields it sets."""
     _script(db, """
@@ -113,28 +137,85 @@ def m004_labels(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_ladder_id,
-                                                          m003_request_logs, m004_labels]
+MIGRATIONS: list[Callable[[_Conn], None]] = [m001_initial, m002_ladder_id, m003_request_logs,
+                                             m004_labels]
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+_PG_MIGRATION_LOCK = 0x6C61_6464_6572  # pg_advisory_xact_lock key: "ladder" in ASCII
+_PG_REAL = re.compile(r"\bREAL\b")
 
 
-def _config_json(config: dict) -> str:
-    """A run's config as stored and matched: URLs (an OpenAI `base_url`, a database URL) lose
-    their passwords and credential query values first, so no secret reaches the database."""
-    return json.dumps(redact_urls_in(config), sort_keys=True)
+class _Row(dict):
+    """A PostgreSQL result row read by column name or by position, as `sqlite3.Row` is."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
 
 
-class Store:
-    """The SQLite run store: runs, predictions (exact messages, outputs, scores), request logs."""
+class _Conn:
+    """The connection under a `Store`, and the only place the two databases differ: the
+    placeholder style (`sql`), DDL types (`ddl`), the write transaction (`write`), the
+    migration lock (`migrating`) and the error raised for a missing table (`no_table`).
+    Statements are serialized by a lock so that threads sharing a store (`ladder serve` logs
+    from a worker thread) never run inside each other's transaction."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self._retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+    dialect = ""
+    no_table: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def ddl(self, text: str) -> str:
+        return text
+
+    def _execute(self, text: str, params: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def _executemany(self, text: str, rows: list[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement (`?` placeholders); a cursor whose rows read as mappings."""
+        with self.lock:
+            return self._execute(self.sql(text), params)
+
+    def executemany(self, text: str, rows: list[Sequence[Any]]) -> None:
+        with self.lock:
+            self._executemany(self.sql(text), rows)
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def migrating(self) -> Iterator[None]:
+        """A write transaction that no other process migrating the same store runs beside."""
+        with self.write():
+            yield
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SQLite(_Conn):
+    dialect = "sqlite"
+    no_table = (sqlite3.OperationalError,)
+
+    def __init__(self, path: Path):
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+        self.conn.execute("PRAGMA foreign_keys=ON")
 
     def _retry_locked(self, step: Callable[[], Any], wait_s: float = 30) -> Any:
         """Run `step`, retrying while another process holds the lock SQLite needs for it
@@ -150,31 +231,198 @@ class Store:
                     raise
                 time.sleep(0.02)
 
+    def _execute(self, text: str, params: Sequence[Any]) -> Any:
+        return self.conn.execute(text, params)
+
+    def _executemany(self, text: str, rows: list[Sequence[Any]]) -> None:
+        self.conn.executemany(text, rows)
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self.lock:
+            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Postgres(_Conn):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, connect_timeout: int = 10):
+        super().__init__()
+        self.psycopg = require("psycopg", "rag")
+        self.no_table = (self.psycopg.errors.UndefinedTable,)
+        self.url = url
+        self.where = redact_url(url)
+        self.connect_timeout = int(connect_timeout)
+        self._secrets = _secrets(url)
+        self.conn: Any = None
+        self._connect()
+
+    def scrub(self, text: str) -> str:
+        """`text` without the password (in any spelling an error message might use)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return redact_url(text)
+
+    def _connect(self) -> None:
+        def row(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
+            names = [c.name for c in cursor.description or ()]
+            return lambda values: _Row(zip(names, values, strict=True))
+
+        try:
+            self.conn = self.psycopg.connect(self.url, autocommit=True, row_factory=row,
+                                             connect_timeout=self.connect_timeout)
+        except self.psycopg.Error as e:  # not chained: its text may hold the URL
+            message = self.scrub(str(e).strip()) or type(e).__name__
+            raise LadderError(f"cannot open the run store at {self.where}: {message}") from None
+
+    def _live(self) -> Any:
+        """The connection, reconnecting (outside a transaction) if the server dropped it."""
+        if self.conn.broken or self.conn.closed:
+            self._connect()
+        return self.conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A lost or refused connection -> LadderError without the password; other database
+        errors (a constraint, a type) keep their psycopg class."""
+        try:
+            yield
+        except self.psycopg.OperationalError as e:
+            message = self.scrub(str(e).strip()) or type(e).__name__
+            raise LadderError(f"the run store at {self.where}: {message}") from None
+
+    def sql(self, text: str) -> str:
+        return text.replace("%", "%%").replace("?", "%s")
+
+    def ddl(self, text: str) -> str:
+        return _PG_REAL.sub("DOUBLE PRECISION", text)
+
+    def _execute(self, text: str, params: Sequence[Any]) -> Any:
+        with self._errors():
+            return self._live().execute(text, _no_nul(params))
+
+    def _executemany(self, text: str, rows: list[Sequence[Any]]) -> None:
+        with self._errors():
+            self._live().cursor().executemany(text, [_no_nul(r) for r in rows])
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self.lock, self._errors(), self._live().transaction():
+            yield
+
+    @contextmanager
+    def migrating(self) -> Iterator[None]:
+        with self.write():
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATION_LOCK,))
+            yield
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _no_nul(params: Sequence[Any]) -> list[Any]:
+    """PostgreSQL text cannot hold NUL: in a string value (a model's raw output, say) it
+    becomes U+FFFD, where SQLite would keep it, rather than failing the whole batch."""
+    return [p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p
+            for p in params]
+
+
+def _secrets(url: str) -> list[str]:
+    """The password in `url`, as written, percent-decoded and percent-encoded."""
+    found = {m.group(1) for m in re.finditer(r"://[^:/?#@]*:([^/?#]*)@", url)}
+    found |= {m.group(1) for m in re.finditer(r"password=([^&\s]*)", url)}
+    found |= {urllib.parse.unquote(s) for s in found}
+    found |= {urllib.parse.quote(s, safe="") for s in found}
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def open_run_store(task: Task, connect_timeout: int = 10) -> Store:
+    """The task's run store: PostgreSQL at the URL in the environment variable named by
+    `[store] url_env` when the task sets it, else SQLite in `.ladder/runs.db`."""
+    variable = task.store.url_env
+    if not variable:
+        return Store(task.state_dir / "runs.db")
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        raise LadderError(f"task.toml's [store] url_env names the environment variable "
+                          f"{variable}, which is not set: set it to the PostgreSQL URL of the "
+                          "run store (postgresql://user:password@host/db), or remove [store] "
+                          "to keep runs in .ladder/runs.db")
+    return Store(url=url, connect_timeout=connect_timeout)
+
+
+def _config_json(config: dict) -> str:
+    """A run's config as stored and matched: URLs (an OpenAI `base_url`, a database URL) lose
+    their passwords and credential query values first, so no secret reaches the database."""
+    return json.dumps(redact_urls_in(config), sort_keys=True)
+
+
+class Store:
+    """The run store: runs, predictions (exact messages, outputs, scores), request logs and
+    labels, in SQLite (`Store(path)`) or PostgreSQL (`Store(url=...)`; `open_run_store`
+    picks from the task). `path` names it in messages: the file, or the URL without its
+    password."""
+
+    def __init__(self, path: str | Path | None = None, *, url: str | None = None,
+                 connect_timeout: int = 10):
+        if (path is None) == (url is None):
+            raise ValueError("a store needs a path or a url, not both")
+        self.db: _Conn
+        self.path: Path | str
+        if url is not None:
+            if not url.startswith(URL_SCHEMES):
+                raise LadderError("the run store URL must start with postgresql:// or "
+                                  "postgres:// (postgresql://user:password@host/db)")
+            self.db = _Postgres(url, connect_timeout)
+            self.path = self.db.where
+        else:
+            self.path = Path(path)  # type: ignore[arg-type]
+            self.db = _SQLite(self.path)
+        try:
+            self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def dialect(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self.db.dialect
+
     def _migrate(self) -> None:
-        """Apply the missing migrations. The decision is taken inside `BEGIN IMMEDIATE` (the
-        write lock) and re-read there, so of several processes opening a fresh store at once
-        exactly one applies each migration and the others see it done."""
+        """Apply the missing migrations. The decision is taken under the migration lock
+        (SQLite's write lock, a PostgreSQL advisory lock) and re-read there, so of several
+        processes opening a fresh store at once exactly one applies each migration and the
+        others see it done."""
         names = [fn.__name__ for fn in MIGRATIONS]
-        try:  # the common case, without the write lock: everything is applied already
+        try:  # the common case, without the lock: everything is applied already
             if {r[0] for r in self.db.execute("SELECT name FROM migrations")} >= set(names):
                 return
-        except sqlite3.OperationalError:
+        except self.db.no_table:
             pass  # no migrations table yet
-        self._retry_locked(lambda: self.db.execute("BEGIN IMMEDIATE"))
-        try:
-            self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
-                            "applied REAL)")
+        with self.db.migrating():
+            _script(self.db, "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
+                             "applied REAL)")
             done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
             for fn in MIGRATIONS:
                 if fn.__name__ not in done:
                     fn(self.db)
                     self.db.execute("INSERT INTO migrations VALUES (?, ?)",
                                     (fn.__name__, time.time()))
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self.db.close()
@@ -225,20 +473,19 @@ class Store:
             "SELECT example_id FROM predictions WHERE run_id=?", (run_id,))}
 
     def add_predictions(self, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Insert a batch in one transaction; a row already stored is kept, never doubled."""
+        """Insert a batch in one transaction; a row already stored is kept, never doubled.
+        Rows go in example-id order (stable: of two with one id the first wins), so two
+        PostgreSQL writers of one run take their row locks in one order and never deadlock."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        values = [(run_id, r["example_id"], json.dumps(r["input"]), json.dumps(r["messages"]),
+                   r["raw_output"], r["output"], r["reference"], r["score"], r["score_reason"],
+                   json.dumps(r.get("details") or {}), r["tokens_in"], r["tokens_out"],
+                   r["latency_s"], r.get("error"), now)
+                  for r in sorted(rows, key=lambda r: str(r["example_id"]))]
+        with self.db.write():
             self.db.executemany(
-                "INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, r["example_id"], json.dumps(r["input"]), json.dumps(r["messages"]),
-                  r["raw_output"], r["output"], r["reference"], r["score"], r["score_reason"],
-                  json.dumps(r.get("details") or {}), r["tokens_in"], r["tokens_out"],
-                  r["latency_s"], r.get("error"), now) for r in rows])
-            self.db.execute("COMMIT")
-        except Exception:
-            self.db.execute("ROLLBACK")
-            raise
+                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id, example_id) DO NOTHING", values)
 
     def predictions(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM predictions WHERE run_id=? ORDER BY example_id",
@@ -260,17 +507,12 @@ class Store:
     def add_request_logs(self, rows: list[dict[str, Any]]) -> None:
         """Insert served requests in one transaction (committed when this returns)."""
         cols = self.LOG_COLUMNS
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.write():
             self.db.executemany(
                 f"INSERT INTO request_logs ({', '.join(cols)}) VALUES "
                 f"({', '.join('?' * len(cols))})",
                 [tuple(json.dumps(r.get(c)) if c in self.LOG_JSON and r.get(c) is not None
                        else r.get(c) for c in cols) for r in rows])
-            self.db.execute("COMMIT")
-        except Exception:
-            self.db.execute("ROLLBACK")
-            raise
 
     def request_logs(self, limit: int | None = None, status: str | None = None
                      ) -> list[dict[str, Any]]:
@@ -290,7 +532,6 @@ class Store:
                 d[k] = json.loads(d[k]) if d[k] else None
             out.append(d)
         return out
-
 
     # ---- human labels (the web view's queue) ------------------------------------------
     def put_label(self, source: str, item_id: str, who: str, *, accepted: bool | None = None,
@@ -329,7 +570,7 @@ class Store:
         return out
 
 
-def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _run_dict(row: Any) -> dict[str, Any]:
     d = dict(row)
     for k in ("config", "versions", "summary"):
         d[k] = json.loads(d[k]) if d[k] else None

@@ -48,7 +48,7 @@ from llm_ladder.report.html import (
     render_report,
 )
 from llm_ladder.serving.guard import host_allowed, is_loopback, origin_allowed
-from llm_ladder.store import Store
+from llm_ladder.store import Store, open_run_store
 from llm_ladder.task import Task, load_task
 
 MAX_BODY = 64 * 1024
@@ -163,7 +163,7 @@ def make_server(task_dir: Path, host: str, port: int,
 
         def _open(self) -> tuple[Task, Store]:
             task = load_task(task_dir)
-            return task, Store(task.state_dir / "runs.db")
+            return task, open_run_store(task)
 
         # ---- GET -----------------------------------------------------------------------
         def do_GET(self) -> None:  # noqa: N802

@@ -81,6 +81,11 @@ class ModelConfig(Strict):
     concurrency: int = Field(4, ge=1, le=256, description="servers: requests in flight")
     timeout_s: float = 60.0
     max_retries: int = 4
+    # backend "vllm" (models/vllm.py): start a local vLLM instead of using `base_url`
+    launch: bool = False
+    launch_python: str | None = Field(None, description="a Python with vllm installed")
+    launch_timeout_s: float = Field(600.0, gt=0)
+    max_lora_rank: int = Field(64, ge=1, le=512, description="vllm: largest adapter rank")
 
 
 class Price(Strict):
@@ -190,6 +195,9 @@ class FinetuneConfig(Strict):
     base: str = Field("default", description="model key whose weights are tuned (local backend)")
     teacher: str | None = Field(None, description="model key of the teacher for `distill`")
     teacher_rung: str = Field("few-shot-nearest", description="how the teacher is prompted")
+    eval_model: str | None = Field(
+        None, description="model key the tuned rungs are evaluated on (a vllm backend loads "
+                          "the adapter into its server); default: base, merged in-process")
     r: int = Field(16, ge=1, le=256)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -228,6 +236,24 @@ class ServeConfig(Strict):
     log_requests: bool = True
     redact: list[str] = Field(default_factory=list,
                               description="named patterns (email, phone, ...) or regexes")
+
+
+class StoreConfig(Strict):
+    """Where runs, predictions, request logs and labels go (`[store]`, docs/store.md): SQLite
+    in `.ladder/runs.db` unless `url_env` names an environment variable holding a PostgreSQL
+    URL. The URL itself never goes in this file (it carries a password)."""
+
+    url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="env var holding the postgresql:// URL")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "url" in data:
+            raise ValueError("do not put the database URL in task.toml (it carries a "
+                             "password): set it in an environment variable and name that, "
+                             'e.g. url_env = "LADDER_STORE_URL"')
+        return data
 
 
 class ToolsConfig(Strict):
@@ -293,6 +319,7 @@ class Task(Strict):
     retrieval: RetrievalConfig = RetrievalConfig()
     finetune: FinetuneConfig | None = None
     serve: ServeConfig = ServeConfig()
+    store: StoreConfig = StoreConfig()
     judge: JudgeConfig | None = None
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     prices: dict[str, Price] = Field(default_factory=dict)

@@ -24,13 +24,14 @@ from llm_ladder.metrics import JsonMatch, MacroF1, TokenF1, parse_json, values_e
 from llm_ladder.stats import (
     Bca,
     Interval,
+    Paired,
     Quality,
     bootstrap_mean,
     bootstrap_stat,
     mean_rows,
     min_margin,
     n_needed,
-    paired_bootstrap,
+    p_above_binary,
     power_one_sided,
     sign_flip,
     stat_quality,
@@ -295,16 +296,6 @@ def test_stat_quality_of_a_corpus_statistic():
     one = stat_quality(mean_rows(np.array([0.7])), 1, bar=0.5, method="m")
     assert (one.interval.value, one.interval.n, one.interval.method, one.p_bar) == \
         (0.7, 1, "m", 0.0)
-
-
-def test_paired_bootstrap_is_seeded_and_two_sided():
-    rng = np.random.default_rng(1)
-    a = rng.uniform(0, 1, 200)
-    b = np.clip(a - 0.1 + rng.normal(0, 0.05, 200), 0, 1)  # B is worse
-    d, low, high, p = paired_bootstrap(a, b)
-    assert (d, low, high, p) == paired_bootstrap(a, b, seed=0)
-    assert p == sign_flip(b - a, 0)[0] and p < 0.001  # two-sided: small for a drop too
-    assert high < 0
 
 
 def _percentile_reference(x, resamples, level, seed):
@@ -605,8 +596,6 @@ def test_paired_test_documents_and_the_binary_choice():
     rng = np.random.default_rng(2)
     x, y = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)  # 40 differences: Monte Carlo
     assert paired_test(x, y) == paired_test(x, y, seed=0)
-    d = paired_bootstrap(x, y)
-    assert d == paired_bootstrap(x, y, seed=0) and d[3] == sign_flip(y - x, 0)[0]
 
 
 def test_more_data_counts_the_examples_of_the_quality():
@@ -690,3 +679,713 @@ def test_pair_counts_failed_generations_by_the_metric_and_scores_macro_f1_per_si
     assert two.mean_b == pytest.approx(1 / 3)  # F1(alpha) 2/3, F1(beta) 0
     failed = [p("0", "", "alpha", None, "boom")] + a[1:]
     assert pair(failed, b, "macro_f1", ["alpha", "beta"]).mean_a < two.mean_a
+
+
+# ---- the whole recommendation: replacement, notes, comparisons, configs --------------------
+
+FLIP = {"yes": "no", "no": "yes"}
+REFS60 = ["yes"] * 30 + ["no"] * 30
+
+
+def _wrong_on(wrong: set[int], refs: list[str] = REFS60) -> list[str]:
+    return [FLIP[r] if i in wrong else r for i, r in enumerate(refs)]
+
+
+def _climb():
+    """Seven rungs on 60 examples (bar 0.6, 7 planned): zero-shot 48/60; few-shot 58/60 with
+    its 2 errors among zero-shot's 12; rag passes without stored predictions; lora 59/60 (one
+    discordant pair); distill = few-shot; other shares no example ids; weak 30/60."""
+    from llm_ladder.decide import decide
+
+    z, pz = run("zero-shot", _wrong_on(set(range(12))), REFS60)
+    f, pf = run("few-shot", _wrong_on({0, 1}), REFS60)
+    r, _ = run("rag", _wrong_on({0, 1, 2}), REFS60)
+    lo, pl = run("lora", _wrong_on({0}), REFS60)
+    d, pd = run("distill", _wrong_on({0, 1}), REFS60)
+    o, po = run("other", REFS60, REFS60)
+    w, pw = run("weak", _wrong_on(set(range(0, 60, 2))), REFS60)
+    r["rag"] = True
+    lo["one_time"] = {"seconds": 600, "what": "fine-tuning"}
+    po = [{**p, "example_id": "x" + p["example_id"]} for p in po]
+    store = {"zero-shot": pz, "few-shot": pf, "lora": pl, "distill": pd, "other": po,
+             "weak": pw}
+    configs = {"few-shot": {"model": {"key": "m"}, "settings": {"k": 4},
+                            "params": {"temperature": 0}},
+               "rag": {"index": {"count": 42}}}
+    return decide(task(0.6), [z, f, r, lo, d, o, w], store.get, configs, planned=7)
+
+
+def test_a_significantly_better_rung_replaces_the_cheapest_and_the_reason_says_why():
+    doc = _climb()
+    assert (doc["rung"], doc["run_id"], doc["meets_bar"]) == ("few-shot", "few-shot", True)
+    assert (doc["model_info"], doc["settings"], doc["params"]) == (
+        {"key": "m"}, {"k": 4}, {"temperature": 0})  # from the chosen run's config
+    assert doc["reason"] == (
+        "Ship few-shot on model None. zero-shot reaches 0.800 [0.677, 0.892] above the bar "
+        "0.600 (one-sided p=0.00081, Holm over 7 planned rungs at family-wise α=0.05), no "
+        "budget set; it is the cheapest rung that does. few-shot reaches 0.967 [0.885, 0.996] "
+        "and is significantly better (McNemar one-sided p=0.000977 (two-sided p=0.00195), "
+        "difference +0.167 [+0.076, +0.278] on 60 paired examples; needs p ≤ 0.00833), so the "
+        "higher rung is worth it; break-even unknown (a one-time or per-request cost is not "
+        "measured).")
+    assert doc["decision"]["planned_rungs"] == 7
+    assert doc["decision"]["alpha_compare"] == pytest.approx(0.05 / 6)
+
+
+def test_dearer_rungs_that_do_not_replace_the_candidate_each_get_a_note():
+    notes = _climb()["notes"]
+    assert notes[1:] == [
+        # no stored predictions: no paired test, the cheaper rung stays (and the later rungs
+        # are still compared)
+        "rag also meets the bar at 0.950 [0.861, 0.990]; no stored predictions to test the "
+        "difference, so the cheaper few-shot stays and it costs indexing the corpus (42 "
+        "chunks; time not measured: `ladder index` does not record it yet) plus re-indexing "
+        "changed documents (only changed chunks are embedded).",
+        # better, not significantly: no "no better"; its one-time cost is named
+        "lora reaches 0.983 [0.911, 1.000] but is not shown better (McNemar one-sided p=0.5 "
+        "(two-sided p=1), difference +0.017 [-0.041, +0.088] on 60 paired examples; needs "
+        "p ≤ 0.00833) and it costs 10 min of fine-tuning plus re-training on every base-model "
+        "upgrade (set budget.base_model_upgrades_per_year to count it); the cheaper few-shot "
+        "wins.",
+        # the same answers: a difference of 0 is "no better"; nothing to pay for, no cost text
+        "distill reaches 0.967 [0.885, 0.996] but is not shown better (McNemar one-sided p=1 "
+        "(two-sided p=1), difference +0.000 [-0.056, +0.056] on 60 paired examples; needs "
+        "p ≤ 0.00833), and it is no better; the cheaper few-shot wins.",
+        "other also meets the bar but shares no scored test examples with few-shot; the "
+        "cheaper one stays."]
+    assert notes[0].startswith("weak: 0.500 [0.368, 0.632] — not shown above the bar 0.600")
+
+
+def test_the_chosen_rung_is_compared_once_with_every_rung_that_has_predictions():
+    comps = _climb()["comparisons"]
+    assert [(c["a"], c["b"], c["n"]) for c in comps] == [
+        ("zero-shot", "few-shot", 60), ("few-shot", "lora", 60), ("few-shot", "distill", 60),
+        ("few-shot", "other", 0), ("few-shot", "zero-shot", 60), ("few-shot", "weak", 60)]
+    assert (comps[4]["a_only"], comps[4]["b_only"], comps[4]["diff"]) == (
+        10, 0, pytest.approx(-1 / 6))
+
+
+def test_the_reason_names_the_majority_baseline_test_after_the_bar_test():
+    from llm_ladder.decide import decide
+
+    refs = ["yes"] * 52 + ["no"] * 8
+    base = baselines(["yes"] * 90 + ["no"] * 10, {f"e{i:03d}": r for i, r in enumerate(refs)},
+                     "accuracy", LABELS)
+    good, preds = run("few", refs, refs)
+    doc = decide(task(0.6), [good], {"few": preds}.get, planned=1, baselines=base)
+    assert doc["reason"] == (
+        "Ship few on model None. few reaches 1.000 [0.940, 1.000] above the bar 0.600 "
+        "(one-sided p=4.89e-14, Holm over 1 planned rungs at family-wise α=0.05), no budget "
+        "set; it is the cheapest rung that does. It beats the majority-class baseline "
+        "(one-sided p=0.00391).")  # 8 discordant pairs, all for the rung: 0.5 ** 8
+
+
+# ---- no recommendation: the document, the closest rung, the advice -------------------------
+
+
+def _two_short_rungs():
+    z, pz = run("zero-shot", _wrong_on(set(range(20))), REFS60)  # 40/60
+    f, pf = run("few-shot", _wrong_on(set(range(15))), REFS60)  # 45/60, errors among z's
+    return [z, f], {"zero-shot": pz, "few-shot": pf}.get
+
+
+def test_no_rung_meets_the_bar_document():
+    from llm_ladder.decide import decide
+
+    summaries, store = _two_short_rungs()
+    doc = decide(task(0.7), summaries, store, planned=3, capped_test=40)
+    assert (doc["rung"], doc["run_id"], doc["meets_bar"], doc["closest"]) == (
+        None, None, False, "few-shot")
+    assert doc["reason"] == ("No rung meets the bar with the corrected test within budget; "
+                             "the closest is few-shot at 0.750 [0.621, 0.853] against the bar "
+                             "0.700.")
+    # the closest rung against the others, never against itself
+    assert [(c["a"], c["b"], c["b_only"], c["a_only"]) for c in doc["comparisons"]] == [
+        ("few-shot", "zero-shot", 0, 5)]
+    more = ("few-shot's estimate 0.750 is above the bar but not confirmed with 60 test "
+            "examples; if its quality holds, about {n} test examples give the corrected test "
+            "(3 planned rungs) 80% power (more data).")
+    need = n_needed(0.7, 0.75 - 0.7, 0.05 / 3, 0.8)
+    held = (" 40 test rows held back by split.max_test have not been looked at: use them as "
+            "a fresh confirmation slice and decide on them alone, not pooled with these.")
+    assert doc["suggestions"] == [
+        "15 of 15 failures of few-shot are well-formed but wrong answers: a mapping the model "
+        "has not learned; try few-shot-nearest or lora, which learn the mapping from the train "
+        "examples.", more.format(n=need) + held]
+    # no capped rows (the default): nothing held back is mentioned
+    assert decide(task(0.7), summaries, store, planned=3)["suggestions"][1] == \
+        more.format(n=need)
+    assert doc["decision"]["planned_rungs"] == 3 and doc["error_analysis"]["failed"] == 15
+
+
+def test_no_bar_and_nothing_scored_reasons():
+    from llm_ladder.decide import decide
+
+    summaries, _ = _two_short_rungs()
+    doc = decide(task(None), summaries, planned=3)
+    assert doc["reason"] == ("No quality bar set in task.toml; showing the comparison only; "
+                             "the closest is few-shot at 0.750 [0.621, 0.853].")
+    assert doc["suggestions"] == [] and doc["comparisons"] == []
+    empty = {"rung": "x", "run_id": None, "quality": {"value": None, "low": None,
+                                                      "high": None, "n": 0}}
+    doc = decide(task(0.8), [empty])
+    assert (doc["closest"], doc["run_id"], doc["suggestions"]) == (None, None, [])
+    assert doc["reason"] == "No rung meets the bar with the corrected test within budget."
+    assert doc["notes"] == ["x: nothing could be scored"]
+
+
+# ---- the per-rung checks: budgets, unscored share, judge trust -----------------------------
+
+
+def _budget(**budget):
+    from llm_ladder.task import Task
+
+    return Task.model_validate({"name": "t", "bar": 0.6, "data": {"examples": ["x.jsonl"]},
+                                "metric": {"name": "accuracy"}, "budget": budget})
+
+
+def test_budgets_are_inclusive_and_their_sentences_name_both_numbers():
+    from llm_ladder.decide import budget_check
+
+    both = _budget(latency_p95_ms=2500, cost_per_1k_usd=0.01)
+    assert budget_check(both, {"latency_p95_s": 2.0, "cost_per_1k_usd": 0.01}) == (
+        True, "within budget (p95 2000 ms ≤ 2500 ms, $0.0100 ≤ $0.0100 per 1k requests)")
+    assert budget_check(both, {"latency_p95_s": 2.5, "cost_per_1k_usd": 0.002}) == (
+        True, "within budget (p95 2500 ms ≤ 2500 ms, $0.0020 ≤ $0.0100 per 1k requests)")
+    assert budget_check(both, {"latency_p95_s": 2.6, "cost_per_1k_usd": 0.002}) == (
+        False, "p95 latency 2600 ms is over the 2500 ms budget")
+    assert budget_check(both, {"latency_p95_s": 2.0, "cost_per_1k_usd": 0.0125}) == (
+        False, "$0.0125 per 1k requests is over the $0.0100 budget")
+    # an unmeasured number is not held against the rung; no budget, nothing to check
+    assert budget_check(both, {"latency_p95_s": 2.0}) == (
+        True, "within budget (p95 2000 ms ≤ 2500 ms)")
+    assert budget_check(both, {"cost_per_1k_usd": 0.01}) == (
+        True, "within budget ($0.0100 ≤ $0.0100 per 1k requests)")
+    assert budget_check(task(0.6), {"latency_p95_s": 9.0, "cost_per_1k_usd": 9.0}) == (
+        True, "no budget set")
+
+
+def test_unscored_share_limit_with_and_without_the_stored_share():
+    from llm_ladder.decide import unscored_check
+
+    why = ("3 of 20 predictions (15%) could not be scored, over the 5% allowed "
+           "(metric.max_unscored_share)")
+    assert unscored_check(task(), {"n": 20, "unscored": 3, "unscored_share": 0.15}) == \
+        (False, why)
+    assert unscored_check(task(), {"n": 20, "unscored": 3}) == (False, why)  # older summary
+    assert unscored_check(task(), {"n": 20, "unscored": 1}) == (True, "")  # 5%: allowed
+    assert unscored_check(task(), {"n": 10, "unscored": 0}) == (True, "")
+    assert unscored_check(task(), {"n": 10}) == (True, "")
+    assert unscored_check(task(), {"n": 0, "unscored": 0}) == (True, "")  # nothing ran
+
+
+def _judged(**judge):
+    from llm_ladder.task import Task
+
+    return Task.model_validate({"name": "t", "bar": 0.6, "data": {"examples": ["x.jsonl"]},
+                                "metric": {"name": "judge"}, "judge": judge})
+
+
+def test_a_judged_rung_needs_a_trusted_judge_and_the_refusal_is_the_reason():
+    from llm_ladder.decide import decide, judge_trust_check
+
+    s = {"rung": "zero-shot", "run_id": None, "n": 60,
+         "quality": {"value": 0.9, "low": 0.8, "high": 0.95, "n": 60,
+                     "method": "exact binomial (Clopper–Pearson)"}}
+    t = _judged(agreement_floor=0.7)
+    assert judge_trust_check(t, s) == (False, (
+        "the judge is not trusted: no judge-check in this run's summary (agreement floor "
+        "0.70); a judged rung is not recommended (`ladder judge-check`)"))
+    assert judge_trust_check(t, {**s, "judge": {"ok": True}}) == (True, "")
+    assert judge_trust_check(task(), s) == (True, "")  # not a judged metric
+    doc = decide(t, [s, {**s, "rung": "rag", "judge": {"ok": False, "why": "position bias"}}],
+                 planned=2)
+    assert not doc["meets_bar"]
+    why = ("the judge is not trusted: no judge-check in this run's summary (agreement floor "
+           "0.70); a judged rung is not recommended (`ladder judge-check`)")
+    assert doc["reason"] == (  # the first refused rung's cause
+        "No rung meets the bar with the corrected test within budget; the closest is "
+        "zero-shot at 0.900 [0.800, 0.950] against the bar 0.600. Refused: " + why + ".")
+    assert doc["notes"] == [
+        "zero-shot: 0.900 [0.800, 0.950] — " + why,
+        "rag: 0.900 [0.800, 0.950] — the judge is not trusted: position bias (agreement floor "
+        "0.70); a judged rung is not recommended (`ladder judge-check`)"]
+    assert decide(t, [{**s, "judge": {"ok": True}}], planned=2)["rung"] == "zero-shot"
+    # an unjudged ladder that recommends nothing has no "Refused" part
+    assert "Refused" not in decide(task(0.95), [s], planned=2)["reason"]
+
+
+# ---- the task's metric and labels are used when the decision re-scores ---------------------
+
+
+def test_failed_generations_on_unscorable_references_are_left_out_of_quality_and_pairs():
+    """A failed generation whose reference is not one of the task's labels cannot be scored
+    either way: the decision re-scores with the task's labels and leaves it out (57 of 60),
+    in the rung's quality and in the paired test."""
+    from llm_ladder.decide import decide
+
+    refs = REFS60[:57] + ["maybe"] * 3
+    z, pz = run("zero-shot", _wrong_on(set(range(12)), refs)[:57] + [None] * 3, refs)
+    f, pf = run("few-shot", refs[:57] + [None] * 3, refs)
+    doc = decide(task(0.6), [z, f], {"zero-shot": pz, "few-shot": pf}.get, planned=2)
+    assert doc["rung"] == "few-shot"
+    assert doc["reason"].startswith(
+        "Ship few-shot on model None. zero-shot reaches 0.789 [0.661, 0.886] above the bar")
+    assert [(c["a"], c["b"], c["n"]) for c in doc["comparisons"]] == [
+        ("zero-shot", "few-shot", 57), ("few-shot", "zero-shot", 57)]
+
+
+def _label_preds(outputs: list[str], refs: list[str], error_at: set[int] = frozenset()):
+    return [{"example_id": f"e{i:03d}", "output": o, "reference": r,
+             "score": None if i in error_at else float(o == r),
+             "score_reason": "generation failed: boom" if i in error_at else None,
+             "error": "boom" if i in error_at else None, "details": {}}
+            for i, (o, r) in enumerate(zip(outputs, refs, strict=True))]
+
+
+def test_macro_f1_pairs_use_the_task_label_set_and_failed_outputs_name_no_label():
+    """Macro-F1 is averaged over the task's labels that occur among the references or the
+    predictions of both runs (MacroF1's fixed label set): a task label only predicted
+    ("unsure") counts with F1 0 — for both runs, so the difference is over one label set.
+    A failed generation names no label even when a partial output was stored."""
+    from llm_ladder.decide import pair
+
+    labels = ["yes", "no", "unsure"]
+    refs = ["yes"] * 30 + ["no"] * 30
+    a = _label_preds(refs, refs)
+    b = _label_preds(["unsure"] * 6 + refs[6:], refs)
+    t = pair(a, b, "macro_f1", labels)
+    f1_yes = 2 * 24 / (2 * 24 + 6)
+    assert t.mean_a == pytest.approx(2 / 3) and t.mean_b == pytest.approx((f1_yes + 1) / 3)
+    # decide builds the same test from the task's labels
+    from llm_ladder.decide import _Evidence
+    from llm_ladder.task import Task
+
+    mt = Task.model_validate({"name": "t", "bar": 0.3, "data": {"examples": ["x.jsonl"]},
+                              "metric": {"name": "macro_f1", "labels": labels}})
+    ev = _Evidence(mt, {"a": a, "b": b}.get)
+    assert ev.pair({"run_id": "a"}, {"run_id": "b"}) == t
+    # a failed generation whose stored output names the right label still names none
+    failed = _label_preds(refs, refs, error_at={0})
+    empty = [dict(p, output="") if p["error"] else p for p in failed]
+    assert pair(failed, b, "macro_f1", labels) == pair(empty, b, "macro_f1", labels)
+    assert pair(failed, b, "macro_f1", labels).mean_a < t.mean_a
+
+
+# ---- break-even in the reason, and the learning-curve advice --------------------------------
+
+
+def test_the_break_even_interval_needs_both_runs_requests_priced():
+    """The replacement's reason gives the break-even point; its interval (from the spread of
+    per-request costs) only when both runs' requests can be priced today."""
+    from llm_ladder.decide import decide
+    from llm_ladder.task import Task
+
+    t = Task.model_validate({"name": "t", "bar": 0.6, "data": {"examples": ["x.jsonl"]},
+                             "metric": {"name": "accuracy", "labels": LABELS},
+                             "prices": {"default": {"input_per_1m": 1.0,
+                                                    "output_per_1m": 0.0}}})
+    z, pz = run("zero-shot", _wrong_on(set(range(12))), REFS60)
+    lo, pl = run("lora", REFS60, REFS60)
+    for i, p in enumerate(pz):
+        p["tokens_in"] = 1500 + 1000 * (i % 2)  # $0.002 a request on average
+    for p in pl:
+        p["tokens_in"] = 500
+    z.update(model="default", cost_per_1k_usd=2.0)
+    lo.update(model="default", cost_per_1k_usd=0.5, one_time={"usd": 3.0, "what": "fine-tuning"})
+    store = {"zero-shot": pz, "lora": pl}.get
+    end = ("; lora repays its extra one-time cost against zero-shot through cheaper requests "
+           "after 2,000 requests")
+    assert decide(t, [z, lo], store, planned=2)["reason"].endswith(
+        end + " (95% interval 1,837 to 2,169).")
+    gone = {**z, "model": "retired"}  # its model is no longer priced: no interval
+    assert decide(t, [gone, lo], store, planned=2)["reason"].endswith(end + ".")
+
+
+def test_no_recommendation_quotes_the_stored_learning_curve(tmp_path):
+    import json
+
+    from llm_ladder import curve
+    from llm_ladder.decide import decide
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "manifest.json").write_text(json.dumps({"id": "x"}))
+    points = [{"n": n, "score": s, "low": s - 0.02, "high": s + 0.02, "dev_n": 50}
+              for n, s in ((100, 0.40), (200, 0.46), (400, 0.52))]
+    curve.save(adapter, curve.build("lora", points, "accuracy", "s"))
+    summaries, store = _two_short_rungs()
+    configs = {"few-shot": {"settings": {"adapter_path": str(adapter)}}}
+    doc = decide(task(0.8), summaries, store, configs, planned=3)
+    assert doc["suggestions"][-1] == curve.advice(curve.load(adapter), 0.8)
+    assert doc["suggestions"][-1].startswith("Learning curve of lora (3 points at 100, 200, 400")
+
+
+# ---- where a rung's quality and bar p-value come from ----------------------------------------
+
+
+def test_quality_and_bar_p_value_sources_in_order():
+    """PPI interval (human scores, same bar) > stored predictions > the summary's p-value made
+    for this bar > the exact binomial test of a 0/1 summary > no test."""
+    from llm_ladder.decide import _Evidence
+
+    def quality(s, bar=0.8):  # one _Evidence per summary: it caches by the summary's id
+        return _Evidence(task(bar), None).quality(s)
+
+    ppi = {"value": 0.9, "low": 0.85, "high": 0.95, "n": 300, "method": "PPI", "bar": 0.8,
+           "p_bar": 0.001, "extra": 1}
+    binom_q = {"value": 0.9, "low": 0.7, "high": 0.98, "n": 20,
+               "method": "exact binomial (Clopper–Pearson)"}
+    s = {"rung": "judged", "quality": binom_q, "judge": {"ok": True, "ppi": ppi}}
+    assert quality(s) == ({"value": 0.9, "low": 0.85, "high": 0.95, "n": 300,
+                           "method": "PPI"}, 0.001)
+    exact = p_above_binary(18, 20, 0.8)
+    for other in ({**ppi, "bar": 0.7}, {**ppi, "value": None}):  # made for another bar; none
+        assert quality({"quality": binom_q, "judge": {"ppi": other}}) == (binom_q, exact)
+    bca_q = {"value": 0.9, "low": 0.85, "high": 0.95, "n": 40, "method": "BCa bootstrap"}
+    assert quality({"quality": {**bca_q, "p_bar": 0.003, "bar": 0.8}})[1] == 0.003
+    assert quality({"quality": {**bca_q, "p_bar": 0.003, "bar": 0.7}})[1] is None
+    assert quality({"quality": bca_q})[1] is None
+    assert quality({"quality": {**bca_q, "method": None}})[1] is None
+    assert quality({"quality": binom_q}, bar=None) == (binom_q, None)
+    empty = {"value": None, "low": None, "high": None, "n": 0,
+             "method": "exact binomial (Clopper–Pearson)"}
+    assert quality({"quality": empty}) == (empty, None)
+
+
+def test_stored_predictions_are_rescored_with_the_task_metric():
+    """Macro-F1 from the stored predictions is the corpus statistic over the task's labels,
+    not the mean of the per-example scores."""
+    from llm_ladder.decide import _Evidence
+    from llm_ladder.task import Task
+
+    mt = Task.model_validate({"name": "t", "bar": 0.5, "data": {"examples": ["x.jsonl"]},
+                              "metric": {"name": "macro_f1", "labels": LABELS}})
+    refs = ["yes"] * 40 + ["no"] * 20
+    preds = _label_preds(["yes"] * 60, refs)  # accuracy 2/3, macro-F1 (0.8 + 0) / 2
+    q, p = _Evidence(mt, {"r": preds}.get).quality({"run_id": "r", "quality": {}})
+    assert q["value"] == pytest.approx(0.4) and q["method"].startswith("BCa bootstrap of "
+                                                                       "macro-F1 over 2 labels")
+    assert p is not None and p > 0.5  # below the bar 0.5 (accuracy 2/3 would be above)
+
+
+# ---- which rungs pass: the notes of those that do not -------------------------------------------
+
+
+def test_notes_for_rungs_that_cannot_be_tested():
+    from llm_ladder.decide import decide
+
+    nothing = {"rung": "broken", "run_id": None,
+               "quality": {"value": None, "low": None, "high": None, "n": 0}}
+    cont = {"rung": "rag", "run_id": None, "quality": {"value": 0.9, "low": 0.85, "high": 0.95,
+                                                       "n": 40, "method": "BCa bootstrap"}}
+    good, preds = run("few", REFS60, REFS60)
+    doc = decide(task(0.6), [nothing, cont, good], {"few": preds}.get, planned=3)
+    assert doc["rung"] == "few"  # a rung after one that scored nothing still passes
+    assert doc["notes"] == [
+        "broken: nothing could be scored",
+        "rag: 0.900 [0.850, 0.950] — no test against the bar is possible (no stored "
+        "predictions and no p-value in the summary)"]
+    assert doc["decision"] == {
+        "planned_rungs": 3, "alpha": 0.05, "alpha_per_rung": pytest.approx(0.05 / 3),
+        "alpha_compare": 0.025, "p_bar": {"broken": None, "rag": None,
+                                          "few": pytest.approx(0.6**60)},
+        "baseline_tests": {}}
+
+
+def test_a_rung_without_predictions_shared_with_the_majority_baseline_is_not_recommended():
+    from llm_ladder.decide import decide
+
+    refs = ["yes"] * 52 + ["no"] * 8
+    base = baselines(["yes"] * 90 + ["no"] * 10, {f"e{i:03d}": r for i, r in enumerate(refs)},
+                     "accuracy", LABELS)
+    good, preds = run("few", refs, refs)
+    moved = [{**p, "example_id": "x" + p["example_id"]} for p in preds]
+    doc = decide(task(0.6), [good], {"few": moved}.get, planned=1, baselines=base)
+    assert not doc["meets_bar"]
+    assert doc["notes"] == ["few: 1.000 [0.940, 1.000] — no predictions to test it against "
+                            "the majority-class baseline; it cannot be recommended"]
+
+
+def test_judge_trust_sentences():
+    from llm_ladder.decide import judge_trust_check
+
+    t, bare = _judged(agreement_floor=0.7), _judged()
+    tail = "; a judged rung is not recommended (`ladder judge-check`)"
+    no_floor = _judged_without_table()
+    s = {"rung": "r"}
+    assert judge_trust_check(t, {**s, "judge": {"ok": False, "why": "position bias"}}) == (
+        False, "the judge is not trusted: position bias (agreement floor 0.70)" + tail)
+    assert judge_trust_check(t, {**s, "judge": {
+        "ok": False, "why": "agreement 0.55 is below the floor 0.70"}}) == (
+        False, "the judge is not trusted: agreement 0.55 is below the floor 0.70" + tail)
+    assert judge_trust_check(bare, {**s, "judge": {"ok": True, "why": "x"}}) == (True, "")
+    assert judge_trust_check(no_floor, s) == (
+        False, "the judge is not trusted: no judge-check in this run's summary" + tail)
+
+
+def _judged_without_table():  # a judged metric with no [judge] table: no floor to name
+    from llm_ladder.task import Task
+
+    return Task.model_validate({"name": "t", "bar": 0.6, "data": {"examples": ["x.jsonl"]},
+                                "metric": {"name": "judge"}})
+
+
+def test_the_bar_test_is_inclusive_and_the_family_has_at_least_one_member():
+    from llm_ladder.decide import planned_count
+
+    one, _ = run("few", ["yes"], ["yes"])  # 1 of 1 against the bar 0.025: p = 0.025 exactly
+    assert should_stop(task(bar=0.025), [one], planned=1)
+    assert planned_count([]) == 1 and planned_count([{}]) == 1
+    assert planned_count([{"planned_rungs": None}, {"planned_rungs": 0}]) == 2
+
+
+def test_labels_without_a_task_label_set_compare_normalized():
+    from llm_ladder.metrics import LabelAccuracy
+
+    assert LabelAccuracy().score("Yes.", " Yes ").value == 1.0
+    assert LabelAccuracy().score("No", "yes").value == 0.0
+
+
+def test_an_empty_exact_interval_names_its_method():
+    from llm_ladder.stats import clopper_pearson
+
+    assert clopper_pearson(0, 0) == Interval(None, None, None, 0,
+                                             "exact binomial (Clopper–Pearson)")
+    from llm_ladder.stats import mean_quality
+
+    assert mean_quality([], bar=0.5) == Quality(Interval(None, None, None, 0, "none"), None)
+
+
+# ---- the paired permutation test of macro-F1 ---------------------------------------------------
+
+
+def test_paired_macro_f1_permutation_p_values():
+    """p = (1 + permutations at least as extreme) / (20,000 + 1): never 0, 1 when nothing
+    differs, and one example (each swap either keeps or reverses the difference) gives a
+    two-sided p of exactly 1 and a one-sided p of about 1/2."""
+    from llm_ladder.stats import PERMUTATIONS, paired_macro_f1
+
+    assert paired_macro_f1([], [], [], 2) == Paired("none", 0, None, None, None, None, None, 1.0)
+    one = paired_macro_f1([0], [1], [0], 2)
+    assert (one.test, one.n, one.diff) == ("permutation (macro-F1)", 1, 0.5)
+    assert one.p_value == 1.0 and one.p_greater == pytest.approx(0.5, abs=0.02)
+    # B right on 30 examples A gets wrong: no swap pattern of 20,000 draws reaches the
+    # observed difference (chance 2**-30 each), so both p-values are the smallest possible
+    ref = [0] * 45 + [1] * 45
+    a = [1] * 15 + [0] * 30 + [0] * 15 + [1] * 30
+    clear = paired_macro_f1(ref, a, ref, 2)
+    assert clear.n == 90 and clear.interval == "paired BCa bootstrap"
+    assert clear.p_value == clear.p_greater == 1 / (PERMUTATIONS + 1)
+    assert 0 < clear.low < clear.diff < clear.high
+    # the same predictions: no difference, nothing favours B, a zero-width interval
+    same = paired_macro_f1(ref, a, a, 2)
+    assert (same.diff, same.p_value, same.p_greater, same.low, same.high) == (
+        0.0, 1.0, 1.0, 0.0, 0.0)
+    # seeded (the default seed is 0): reports are stable
+    b = a[:40] + ref[40:50] + a[50:]
+    noisy = paired_macro_f1(ref, a, b, 2)
+    assert noisy == paired_macro_f1(ref, a, b, 2, seed=0)
+    assert 0.0 < noisy.p_greater < 0.05 and noisy.p_value > noisy.p_greater
+
+
+def test_paired_macro_f1_one_sided_p_against_exact_enumeration():
+    """Few examples: the Monte Carlo p-values are within Monte Carlo error of the exact
+    permutation p-values (all 2**n swap patterns)."""
+    import itertools
+
+    from llm_ladder.stats import macro_f1_table, paired_macro_f1
+
+    ref = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    ga = np.array([1, 0, 0, 1, 1, 1, 0, 0])
+    gb = np.array([0, 0, 1, 1, 0, 1, 1, 1])
+    obs = (macro_f1_table(ref[None], gb[None], 2) - macro_f1_table(ref[None], ga[None], 2))[0]
+    diffs = []
+    for swap in itertools.product([False, True], repeat=ref.size):
+        s = np.array(swap)
+        pa, pb = np.where(s, gb, ga), np.where(s, ga, gb)
+        diffs.append((macro_f1_table(ref[None], pb[None], 2)
+                      - macro_f1_table(ref[None], pa[None], 2))[0])
+    diffs = np.array(diffs)
+    t = paired_macro_f1(ref, ga, gb, 2)
+    assert t.diff == pytest.approx(obs)
+    assert t.p_greater == pytest.approx(np.mean(diffs >= obs - 1e-12), abs=0.015)
+    assert t.p_value == pytest.approx(np.mean(np.abs(diffs) >= abs(obs) - 1e-12), abs=0.015)
+
+
+def test_an_output_naming_two_labels_names_none_and_the_longest_label_wins():
+    from llm_ladder.metrics import match_label
+
+    assert match_label("yes no", ["yes", "no"]) is None
+    assert match_label("it is income tax", ["tax", "income tax"]) == "income tax"
+
+
+def test_build_metric_passes_the_declared_resources():
+    from llm_ladder.metrics import build_metric
+
+    judge = object()
+    assert build_metric("judge", judge=judge).judge is judge
+
+
+def test_mean_quality_of_continuous_scores_is_a_seeded_bca_interval():
+    from llm_ladder.stats import clopper_pearson, mean_quality
+
+    rng = np.random.default_rng(4)
+    x = list(rng.uniform(0.2, 0.9, 30))
+    q = mean_quality(x, bar=0.5)
+    assert (q.interval.value, q.interval.n, q.interval.method) == (
+        pytest.approx(float(np.mean(x))), 30, "BCa bootstrap")  # 30: not "approximate"
+    assert q.interval.low < q.interval.value < q.interval.high and q.p_bar < 0.05
+    assert mean_quality(x) == Quality(q.interval, None)  # no bar, no test
+    assert mean_quality(x, bar=0.5) == mean_quality(x, bar=0.5, seed=0)  # default seed 0
+    assert mean_quality(x, seed=3).interval != q.interval  # the seed is the one used
+    assert mean_quality(x[:29]).interval.method == \
+        "BCa bootstrap (approximate below 30 examples)"
+    # 0/1 scores: the exact interval at the level asked for
+    assert mean_quality([1, 0, 1, 1], level=0.9).interval == clopper_pearson(3, 4, 0.9)
+
+
+def test_run_quality_is_seeded_and_a_failed_generation_names_no_label():
+    from llm_ladder.metrics import TokenF1
+    from llm_ladder.stats import run_quality
+
+    rng = np.random.default_rng(5)
+    cont = [{"example_id": str(i), "output": "o", "reference": "r", "score": float(s),
+             "error": None} for i, s in enumerate(rng.uniform(0, 1, 40))]
+    q, _ = run_quality(cont, TokenF1(), bar=0.5)
+    assert (q, _) == run_quality(cont, TokenF1(), bar=0.5, seed=0)  # default seed 0
+    assert run_quality(cont, TokenF1(), bar=0.5, seed=3)[0].interval != q.interval
+    refs = ["yes"] * 40 + ["no"] * 20
+    preds = _label_preds(["yes"] * 60, refs)
+    mf = MacroF1(labels=LABELS)
+    q, counts = run_quality(preds, mf, bar=0.5)
+    assert (q, counts) == run_quality(preds, mf, bar=0.5, seed=0)
+    assert run_quality(preds, mf, bar=0.5, seed=3)[0].interval != q.interval
+    # a failed generation counts as wrong even when a partial output names the right label
+    failed = _label_preds(["yes"] * 60, refs, error_at={0})
+    empty = [dict(p, output="") if p["error"] else p for p in failed]
+    assert run_quality(failed, mf)[0] == run_quality(empty, mf)[0]
+    assert run_quality(failed, mf)[0].interval.value < q.interval.value
+    assert run_quality(failed, mf)[1] == {"counted": 60, "failed": 1, "unscored": 0}
+
+
+def test_sign_flip_paired_document_and_its_seed():
+    from llm_ladder.stats import paired_test
+
+    rng = np.random.default_rng(6)
+    a = rng.uniform(0, 1, 40)
+    b = np.clip(a + 0.05 + rng.normal(0, 0.1, 40), 0, 1)
+    t = paired_test(list(a), list(b))
+    two, one = sign_flip(b - a, 0)
+    assert (t.test, t.n, t.mean_a, t.mean_b, t.interval) == (
+        "sign-flip permutation", 40, pytest.approx(a.mean()), pytest.approx(b.mean()),
+        "BCa bootstrap")
+    assert (t.p_value, t.p_greater) == (two, one)
+    assert t.low < t.diff < t.high and t.diff == pytest.approx((b - a).mean())
+    other = paired_test(list(a), list(b), seed=3)  # the seed reaches the test and interval
+    assert other.p_greater != t.p_greater and (other.low, other.high) != (t.low, t.high)
+
+
+def test_newcombe_interval_level_agreement_and_zero_marginals():
+    from llm_ladder.stats import newcombe_paired, paired_test, wilson
+
+    n95, n99 = newcombe_paired(10, 9, 2, 10), newcombe_paired(10, 9, 2, 10, level=0.99)
+    assert n99[0] < n95[0] < n95[1] < n99[1]
+    # two runs that agree on every example: no difference, and no uncertainty about it
+    same = paired_test([1, 0], [1, 0])
+    assert (same.low, same.high) == (0.0, 0.0)
+    # a zero marginal (A always right): phi = 0 (Newcombe 1998, method 10)
+    lb, ub = wilson(3, 5)
+    la, _ = wilson(5, 5)
+    low, high = newcombe_paired(3, 0, 2, 0)
+    assert high == pytest.approx(-0.4 + ((ub - 0.6) ** 2 + (1 - la) ** 2) ** 0.5)
+    assert low == pytest.approx(-0.4 - (0.6 - lb))
+
+
+def test_paired_macro_f1_seed_reaches_the_interval():
+    from llm_ladder.stats import paired_macro_f1
+
+    ref = [0] * 45 + [1] * 45
+    a = [1] * 15 + [0] * 30 + [0] * 15 + [1] * 30
+    b = a[:40] + ref[40:50] + a[50:]
+    t0, t3 = paired_macro_f1(ref, a, b, 2), paired_macro_f1(ref, a, b, 2, seed=3)
+    assert (t0.low, t0.high) != (t3.low, t3.high) and t0.diff == t3.diff
+
+
+def test_meets_bar_is_the_corrected_rule_for_one_rung():
+    from llm_ladder.decide import meets_bar
+
+    s, _ = run("few", ["yes"] * 55 + ["no"] * 5, ["yes"] * 60)  # one-sided p = 0.0110
+    assert meets_bar(task(), s) and meets_bar(task(), s, planned=4)
+    assert not meets_bar(task(), s, planned=5)  # 0.05 / 5 = 0.01 < p
+    assert not meets_bar(task(0.9), s) and not meets_bar(task(None), s)
+
+
+# ---- the BCa bootstrap itself ----------------------------------------------------------------
+
+
+def test_bca_resamples_ties_and_one_sided_bias_correction():
+    from llm_ladder.stats import RESAMPLES, bca
+
+    x = np.array([0.0, 0.5, 1.0] * 10)  # many resampled means tie with the estimate
+    b = bca(mean_rows(x), x.size)
+    assert (b.theta, b.n, b.boot.size) == (0.5, 30, RESAMPLES)
+    ties = np.sum(b.boot == b.theta)
+    assert ties > 100  # bias correction counts a tie as half below, half above
+    assert b.z0 == pytest.approx(norm.ppf((np.sum(b.boot < 0.5) + 0.5 * ties) / RESAMPLES))
+    assert (b.z0, b.interval()) == (bca(mean_rows(x), 30, seed=0).z0,
+                                    bca(mean_rows(x), 30, seed=0).interval())  # default seed 0
+    # more examples than fit one memory block: still exactly RESAMPLES resamples
+    assert bca(mean_rows(np.linspace(0, 1, 600)), 600).boot.size == RESAMPLES
+    # every resample on one side of the estimate: z0 is clipped at half a resample
+    distinct = lambda idx: np.array([len(set(r)) / idx.shape[1] for r in idx])  # noqa: E731
+    above = bca(distinct, 50)  # the full sample has the most distinct examples
+    assert above.z0 == pytest.approx(norm.ppf(1 - 0.5 / RESAMPLES))
+    below = bca(lambda idx: -distinct(idx), 50)
+    assert below.z0 == pytest.approx(norm.ppf(0.5 / RESAMPLES))
+    assert np.isfinite(above.interval()).all() and np.isfinite(below.interval()).all()
+
+
+def test_bca_acceleration_from_the_jackknife_between_3_and_2000_examples():
+    from llm_ladder.stats import bca
+
+    def jackknife_a(x):
+        jack = np.array([np.delete(x, i).mean() for i in range(x.size)])
+        d = jack.mean() - jack
+        return np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
+
+    for x in (np.array([0.0, 0.1, 1.0]), np.linspace(0, 1, 2000) ** 3):
+        assert bca(mean_rows(x), x.size).a == pytest.approx(jackknife_a(x))
+        assert bca(mean_rows(x), x.size).a != 0
+    two = bca(mean_rows(np.array([0.2, 0.7])), 2)  # two examples: no acceleration
+    assert two.a == 0.0 and two.interval()[0] < two.interval()[1]
+    big = np.linspace(0, 1, 2001) ** 3  # above 2,000 the O(n²) jackknife is skipped
+    assert bca(mean_rows(big), big.size).a == 0.0
+
+
+def test_bca_endpoints_are_the_accelerated_percentiles():
+    """Efron's BCa endpoints: the boot quantiles at Φ(z0 + (z0 + z) / (1 − a (z0 + z)))."""
+    boot = np.linspace(0, 1, 1001)
+    b = Bca(0.5, boot, 0.1, 0.05, 50)
+    w_lo, w_hi = 0.1 + norm.ppf(0.025), 0.1 + norm.ppf(0.975)
+    lo = norm.cdf(0.1 + w_lo / (1 - 0.05 * w_lo))
+    hi = norm.cdf(0.1 + w_hi / (1 - 0.05 * w_hi))
+    assert b.interval() == pytest.approx((np.quantile(boot, lo), np.quantile(boot, hi)))
+
+
+def test_newcombe_interval_is_antisymmetric_at_any_level():
+    from llm_ladder.stats import newcombe_paired
+
+    for level in (0.9, 0.99):  # B 19 of 26 right, A 12 of 26
+        low, high = newcombe_paired(10, 9, 2, 5, level=level)
+        assert newcombe_paired(10, 2, 9, 5, level=level) == pytest.approx((-high, -low))
+
+
+def test_equal_macro_f1_from_different_errors_favours_neither_run():
+    from llm_ladder.stats import paired_macro_f1
+
+    ref = [0] * 10 + [1] * 10
+    a = [1] + [0] * 9 + [1] * 10  # one "0" example wrong
+    b = [0] + [1] + [0] * 8 + [1] * 10  # another "0" example wrong: the same macro-F1
+    t = paired_macro_f1(ref, a, b, 2)
+    assert t.diff == 0.0 and (t.p_value, t.p_greater) == (1.0, 1.0)

@@ -367,17 +367,6 @@ def _blocks(total: int, width: int) -> list[int]:
     return [min(rows, total - s) for s in range(0, total, rows)]
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES,
-                     level: float = 0.95, seed: int = 0) -> tuple[float, float, float, float]:
-    """(diff, low, high, p) for mean(b) − mean(a): a BCa interval over resampled pairs and the
-    two-sided sign-flip permutation p-value (the test; the bootstrap gives only the interval)."""
-    x = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    d = float(x.mean())
-    boot = bca(mean_rows(x), x.size, resamples, seed)
-    low, high = boot.interval(level)
-    return d, low, high, sign_flip(x, seed)[0]
-
-
 def paired_test(a: Sequence[float], b: Sequence[float], seed: int = 0) -> Paired:
     """Exact McNemar (Newcombe interval) when both runs' scores are all 0/1, otherwise the
     sign-flip permutation test (BCa interval on the mean difference)."""

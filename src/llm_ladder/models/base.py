@@ -8,6 +8,7 @@ requests concurrently. Nothing here retries; the HTTP backend does its own retri
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,3 +84,42 @@ class ChatModel(Protocol):
     def describe(self) -> dict[str, Any]:
         """Settings worth storing with a run (never secrets)."""
         ...
+
+
+@runtime_checkable
+class ServesAdapters(Protocol):
+    """A backend whose server loads LoRA adapters at run time (models/vllm.py)."""
+
+    def with_adapter(self, adapter_id: str, folder: str) -> ChatModel:
+        """This model answering through the PEFT adapter in `folder`, named `adapter_id`."""
+        ...
+
+
+@runtime_checkable
+class StreamsTokens(Protocol):
+    """A backend that can stream one request's answer as it is generated (`ladder serve`).
+
+    `stream` yields the answer's text deltas (str) as they are decoded, then exactly one
+    Generation: the whole text (equal to the deltas joined), tokens in/out, latency and
+    finish reason, the same as `generate([messages], params)` would return. Closing the
+    iterator early (a client went away) stops generation. Stop strings are applied before a
+    delta leaves: text that could still become a stop string is held back."""
+
+    def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
+        ...
+
+
+def releasable(text: str, stop: list[str] | None) -> str:
+    """The part of a growing answer that can be sent: cut at the first complete stop string,
+    and without a tail that is the start of one (or an unfinished UTF-8 character)."""
+    for s in stop or []:
+        if s and s in text:
+            text = text[: text.index(s)]
+    hold = 0
+    for s in stop or []:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    text = text[: len(text) - hold]
+    return text.rstrip("\ufffd")

@@ -8,7 +8,8 @@ one (Gemma 3 270M) gets a plain "User: / Assistant:" transcript that stops at th
 "User:" turn, which is how a base model is prompted few-shot. The anti-loop settings run
 as a logits processor over the answer's tokens (transformers' rules, `models/constrain.py`);
 a label set or JSON schema becomes a GBNF grammar (llama.cpp's own grammar sampler).
-Skipped: LoRA hot-swapping, multi-sequence batching.
+`stream` uses llama.cpp's own streaming
+(for `ladder serve`). Skipped: LoRA hot-swapping, multi-sequence batching.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,28 +107,71 @@ class LlamaCppModel:
             return Generation("", n_in, 0, 0.0, "error",
                               f"prompt of {n_in} tokens + max_tokens {params.max_tokens} "
                               f"exceeds context {self.context_length}")
-        penalty, ngram = anti_loop(params)
-        grammar = self._grammar(params)
-        processors = None
-        if penalty != 1.0 or ngram > 0:  # soft under a grammar: the constraint wins
-            processors = self._llama_cpp.LogitsProcessorList(
-                [anti_loop_numpy(penalty, ngram, start=n_in, soft=grammar is not None)])
         t0 = time.perf_counter()
         self.llm.reset()
-        out = self.llm.create_completion(toks, max_tokens=params.max_tokens,
-                                         temperature=params.temperature, top_k=1 if
-                                         params.temperature == 0 else 40,
-                                         stop=[*(params.stop or []), *(
-                                             TRANSCRIPT_STOP if self._format is None else [])],
-                                         seed=0,
-                                         repeat_penalty=1.0,  # ours, over the answer only
-                                         logits_processor=processors, grammar=grammar)
+        out = self.llm.create_completion(toks, **self._settings(params, n_in))
         latency = time.perf_counter() - t0
         choice = out["choices"][0]
         usage = out["usage"]
         text = choice["text"].strip() if self._format is None else choice["text"]
         return Generation(text, usage["prompt_tokens"], usage["completion_tokens"],
                           latency, choice.get("finish_reason") or "stop")
+
+    def _settings(self, params: GenParams, n_in: int, count: list[int] | None = None
+                  ) -> dict[str, Any]:
+        """create_completion's settings: greedy or sampled, stop strings, the anti-loop
+        processor over the answer and the constraint's grammar. With `count`, a processor
+        also counts the tokens sampled (a stream reports no usage)."""
+        penalty, ngram = anti_loop(params)
+        grammar = self._grammar(params)
+        procs: list[Any] = []
+        if penalty != 1.0 or ngram > 0:  # soft under a grammar: the constraint wins
+            procs.append(anti_loop_numpy(penalty, ngram, start=n_in, soft=grammar is not None))
+        if count is not None:
+            def counted(_ids: Any, scores: Any) -> Any:
+                count[0] += 1
+                return scores
+            procs.append(counted)
+        return {"max_tokens": params.max_tokens, "temperature": params.temperature,
+                "top_k": 1 if params.temperature == 0 else 40,
+                "stop": [*(params.stop or []), *(TRANSCRIPT_STOP if self._format is None
+                                                 else [])],
+                "seed": 0, "repeat_penalty": 1.0,  # ours, over the answer only
+                "logits_processor": self._llama_cpp.LogitsProcessorList(procs) if procs
+                else None, "grammar": grammar}
+
+    def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
+        """One request through llama.cpp's own streaming (`stream=True`), the same settings
+        as `generate`; closing the iterator stops generation at the next token. The token
+        count is the tokens sampled, less the end-of-turn when it stopped there."""
+        toks = self.tokens(messages)
+        n_in = len(toks)
+        if n_in + params.max_tokens > self.context_length:
+            yield self._one(messages, params)  # the same error Generation
+            return
+        count = [0]
+        t0 = time.perf_counter()
+        self.llm.reset()
+        chunks = self.llm.create_completion(toks, stream=True,
+                                            **self._settings(params, n_in, count))
+        text, sent, reason = "", "", "stop"
+        base = self._format is None  # stripped, as `generate` does: a trailing space waits
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                text += choice["text"]
+                reason = choice.get("finish_reason") or reason
+                safe = text.strip() if base else text
+                if len(safe) > len(sent) and safe.startswith(sent):
+                    yield safe[len(sent):]
+                    sent = safe
+        finally:
+            chunks.close()
+        final = text.strip() if base else text
+        if len(final) > len(sent) and final.startswith(sent):
+            yield final[len(sent):]
+        yield Generation(final, n_in, count[0] - (reason == "stop" and count[0] > 0),
+                         time.perf_counter() - t0, reason)
 
 
 TRANSCRIPT_STOP = ["\nUser:", "\n\nUser:"]

@@ -7,7 +7,9 @@ second. Any local Hugging Face model folder (safetensors only) also works via `p
 Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
 The anti-loop settings are transformers' own processors over the answer's tokens; a label
 set or JSON schema is enforced by llguidance (`models/constrain.py`, docs/generation.md).
-Deliberately skipped: streaming, speculative decoding, KV-cache reuse across requests.
+`stream` (for `ladder serve`) runs the same generate() call for one request on a thread and
+yields text as tokens arrive. Deliberately skipped: batched streaming, speculative decoding,
+KV-cache reuse across requests.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ import hashlib
 import importlib.util
 import json
 import os
+import queue
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from llm_ladder.errors import LadderError, require
-from llm_ladder.models.base import ANTI_LOOP_DEFAULTS, Generation, GenParams, Messages, anti_loop
+from llm_ladder.models.base import (
+    ANTI_LOOP_DEFAULTS,
+    Generation,
+    GenParams,
+    Messages,
+    anti_loop,
+    releasable,
+)
 from llm_ladder.models.constrain import (
     ConstraintFirst,
     GuidanceProcessor,
@@ -197,21 +209,7 @@ class TransformersModel:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": pad}
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
-        processors = hf_anti_loop(*anti_loop(params), start=width)
-        grammar = self._grammar(params)
-        if grammar is not None:
-            processors = [ConstraintFirst(GuidanceProcessor(self._llg_tokenizer, grammar,
-                                                            len(batch), width), processors)]
-        if processors:
-            kwargs["logits_processor"] = require("transformers", "local").LogitsProcessorList(
-                processors)
+        kwargs = self._kwargs(params, width, len(batch))
         t0 = time.perf_counter()
         if any(too_long):
             # a prompt longer than the context fails loudly for that request only
@@ -228,23 +226,114 @@ class TransformersModel:
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         latency = time.perf_counter() - t0
-        eos = set(self._eos_ids())
-        gens = []
-        for row in out[:, width:].tolist():
-            n, reason = len(row), "length"
-            for j, tok in enumerate(row):
-                if tok in eos:
-                    n, reason = j, "stop"
-                    break
-            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            if params.stop:
-                for s in params.stop:
-                    if s in text:
-                        text, reason = text[: text.index(s)], "stop"
-            gens.append(Generation(text, 0, n + (reason == "stop"), latency, reason))
-        for g, ids in zip(gens, batch, strict=True):
-            g.tokens_in = len(ids)
+        gens = [self._answer(row, params, len(ids), latency)
+                for row, ids in zip(out[:, width:].tolist(), batch, strict=True)]
         return gens
+
+    def _kwargs(self, params: GenParams, width: int, rows: int) -> dict[str, Any]:
+        """generate()'s settings for a batch of `rows` prompts padded to `width` tokens: greedy
+        or sampled, stop strings, the anti-loop processors and the constraint (if any)."""
+        pad = self.tokenizer.pad_token_id
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": pad}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        processors = hf_anti_loop(*anti_loop(params), start=width)
+        grammar = self._grammar(params)
+        if grammar is not None:
+            processors = [ConstraintFirst(GuidanceProcessor(self._llg_tokenizer, grammar,
+                                                            rows, width), processors)]
+        if processors:
+            kwargs["logits_processor"] = require("transformers", "local").LogitsProcessorList(
+                processors)
+        return kwargs
+
+    def _answer(self, row: list[int], params: GenParams, n_in: int,
+                latency: float) -> Generation:
+        """One row of generated ids as a Generation: cut at end-of-turn, then at a stop string."""
+        eos = set(self._eos_ids())
+        n, reason = len(row), "length"
+        for j, tok in enumerate(row):
+            if tok in eos:
+                n, reason = j, "stop"
+                break
+        text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+        if params.stop:
+            for s in params.stop:
+                if s in text:
+                    text, reason = text[: text.index(s)], "stop"
+        return Generation(text, n_in, n + (reason == "stop"), latency, reason)
+
+    def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
+        """One request, generated exactly as `generate` does (same settings and processors),
+        its text yielded as tokens are decoded; closing the iterator stops generation."""
+        ids = self._ids(messages)
+        if len(ids) + params.max_tokens > self.context_length:
+            (gen,) = self._generate_batch([ids], params)  # the same error Generation
+            yield gen
+            return
+        torch = self._torch
+        kwargs = self._kwargs(params, len(ids), 1)
+        tokens: queue.Queue[list[int] | None] = queue.Queue()
+        stop = threading.Event()
+        done: dict[str, Any] = {}
+
+        class Streamer:  # transformers' streamer interface: put(ids), end()
+            first = True
+
+            def put(self, value: Any) -> None:
+                if self.first:  # the prompt comes first
+                    self.first = False
+                    return
+                tokens.put(value.reshape(-1).tolist())
+
+            def end(self) -> None:
+                tokens.put(None)
+
+        def stopped(input_ids: Any, scores: Any, **_: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    done["out"] = self.model.generate(
+                        input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                                                                                 dtype=torch.long),
+                        streamer=Streamer(), stopping_criteria=[stopped], **kwargs)
+            except Exception as e:  # reported as the Generation's error
+                done["error"] = f"{type(e).__name__}: {e}"
+                tokens.put(None)
+
+        eos = set(self._eos_ids())
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=run, name="ladder-stream", daemon=True)
+        thread.start()
+        row: list[int] = []
+        sent = ""
+        try:
+            while (new := tokens.get()) is not None:
+                row += new
+                n = next((j for j, t in enumerate(row) if t in eos), len(row))
+                text = releasable(self.tokenizer.decode(row[:n], skip_special_tokens=True),
+                                  params.stop)
+                if len(text) > len(sent) and text.startswith(sent):
+                    yield text[len(sent):]
+                    sent = text
+        finally:
+            stop.set()  # a closed iterator (client gone) ends generate() at the next token
+            thread.join()
+        if "error" in done:
+            yield Generation(sent, len(ids), 0, time.perf_counter() - t0, "error",
+                             done["error"])
+            return
+        gen = self._answer(done["out"][0, len(ids):].tolist(), params, len(ids),
+                           time.perf_counter() - t0)
+        if gen.text.startswith(sent) and len(gen.text) > len(sent):
+            yield gen.text[len(sent):]
+        yield gen
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id

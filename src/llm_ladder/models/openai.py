@@ -8,7 +8,8 @@ error texts are scrubbed of it. Token counts come from the server's `usage`; bef
 The chat API has no repetition penalty or n-gram blocking (frequency/presence penalties are a
 different, additive rule) and no label-set constraint, so a call that sets
 `repetition_penalty`, `no_repeat_ngram_size`, `choices` or `json_schema` is refused with a
-LadderError rather than sent without them (docs/generation.md).
+LadderError rather than sent without them (docs/generation.md). `stream` streams one request
+(`ladder serve`) with the client's `stream=True`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -76,7 +78,7 @@ class OpenAIModel:
                           choice.finish_reason or "stop",
                           tool_calls=_tool_calls(choice.message) if params.tools else None)
 
-    def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+    def _check(self, params: GenParams) -> None:
         unsupported("openai", params)
         set_ = [k for k in ("repetition_penalty", "no_repeat_ngram_size")
                 if getattr(params, k) is not None]
@@ -85,6 +87,46 @@ class OpenAIModel:
                               "be sent: the chat API has no such setting (frequency/presence "
                               "penalties are a different rule); remove it from [generation] "
                               "(docs/generation.md)")
+
+    def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
+        """One request with the client's `stream=True` (usage from the server's last chunk,
+        `stream_options.include_usage`); the same refusals as `generate`. Closing the
+        iterator closes the HTTP response, which stops a vLLM/llama.cpp server's generation."""
+        self._check(params)
+        if params.tools:
+            yield self._one(messages, params)  # tool calls arrive whole
+            return
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        n_in = n_out = 0
+        reason = "stop"
+        resp = None
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.name, messages=messages, max_tokens=params.max_tokens,
+                temperature=params.temperature, stop=params.stop or None, seed=0, stream=True,
+                stream_options={"include_usage": True})
+            for chunk in resp:
+                if chunk.usage:
+                    n_in, n_out = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                for choice in chunk.choices or []:
+                    reason = choice.finish_reason or reason
+                    if choice.delta and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield choice.delta.content
+        except Exception as e:  # after the client's own retries (before the first byte)
+            status = getattr(e, "status_code", None)
+            msg = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "") + f": {e}"
+            yield Generation("".join(parts), n_in, n_out, time.perf_counter() - t0, "error",
+                             self._scrub(msg)[:500])
+            return
+        finally:
+            if resp is not None:
+                resp.close()
+        yield Generation("".join(parts), n_in, n_out, time.perf_counter() - t0, reason)
+
+    def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        self._check(params)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda m: self._one(m, params), requests))
 

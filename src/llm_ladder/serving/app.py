@@ -11,23 +11,28 @@ them as one batch (dynamic batching); past `max_concurrency + max_queue` admitte
 the server answers 429 at once. Every answer passes the guards (serving/guard.py) and is
 logged to the run store, and the log row is committed before the response is released, so a
 crash after the client got its answer loses nothing; redaction and that write run on a second
-thread, so they never hold up the next batch's generation. Streaming sends the finished, checked
-answer as SSE chunks: the guards need the whole answer before any of it leaves. Sampling is
+thread, so they never hold up the next batch's generation. `stream: true` streams token by
+token when the backend can (models/base.StreamsTokens) and no guard needs the whole answer
+(`whole_answer_reasons`): the worker runs that request alone and hands each delta to the
+handler as it is decoded (held back only where an image could start, when images are
+stripped), logs the request with its time to first token, and a client that goes away stops
+generation. Otherwise streaming sends the finished, checked answer as SSE chunks. Sampling is
 pinned to what the rung was evaluated with; a client's `temperature`, `top_p` or `stop` are
-ignored and `max_tokens` can only lower the cap. Deliberately skipped: token-by-token
-streaming, n > 1, tools, logprobs, multiple models per server.
+ignored and `max_tokens` can only lower the cap. Deliberately skipped: batched streaming (a
+streamed request is generated alone), n > 1, tools, logprobs, multiple models per server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_ladder.errors import require
-from llm_ladder.models.base import ChatModel, Generation, GenParams, Messages
+from llm_ladder.models.base import ChatModel, Generation, GenParams, Messages, StreamsTokens
 from llm_ladder.rungs.base import Pipeline
 from llm_ladder.serving.guard import (
     Guard,
@@ -167,6 +172,10 @@ class Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
     timed_out: bool = False
+    # a token-streamed request: the worker sends ("delta", text) as it is decoded, then
+    # ("end", Result | Exception) once logged; `cancel` is set when the client goes away
+    sink: Callable[[tuple[str, Any]], None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -180,6 +189,32 @@ class Result:
     tokens_out: int = 0
     finish_reason: str = "stop"
     created: int = field(default_factory=lambda: int(time.time()))
+
+
+def whole_answer_reasons(served: Served, cfg: ServeConfig) -> list[str]:
+    """Why `stream: true` must wait for the whole answer here (empty: it streams tokens).
+
+    Whole-answer guards: an output schema (validated, retried), required citations (an
+    answer citing nothing valid is refused), a rung that parses its answer (chain of thought
+    keeps the final answer only) or constrains it (label set, JSON schema), tool calls. Not
+    whole-answer: image stripping (text is held back from the first `![` or `<` only),
+    citation listing without refusal (sent with the last chunk), redaction (logs only)."""
+    p = served.pipeline
+    why = []
+    if not isinstance(served.model, StreamsTokens):
+        why.append(f"the model {served.model_key!r} ({type(served.model).__name__}) cannot "
+                   "stream tokens")
+    if served.schema is not None:
+        why.append("serve.output_schema: the answer is validated (and retried) whole")
+    if cfg.require_citations:
+        why.append("serve.require_citations: an answer citing no retrieved chunk is refused")
+    if p.parse is not str.strip:
+        why.append(f"the {p.rung} rung parses the whole answer")
+    if p.params.choices is not None or p.params.json_schema is not None:
+        why.append(f"the {p.rung} rung constrains the answer (label set or JSON schema)")
+    if p.params.tools or p.loop is not None:
+        why.append(f"the {p.rung} rung calls tools")
+    return why
 
 
 class Engine:
@@ -198,6 +233,7 @@ class Engine:
         # redaction and the log write run here, off the model worker: a slow pattern or a
         # large body delays its own response, never the next batch's generation
         self.finisher = ThreadPoolExecutor(1, thread_name_prefix="ladder-serve-log")
+        self.whole_answer = whole_answer_reasons(served, cfg)  # empty: tokens stream
 
     @property
     def admitted(self) -> int:
@@ -214,12 +250,14 @@ class Engine:
         self.thread.join(timeout)
         self.finisher.shutdown(wait=True)
 
-    def submit(self, request: Messages, max_tokens: int) -> Job | None:
-        """Admit a job, or None when the server is full (the caller answers 429)."""
+    def submit(self, request: Messages, max_tokens: int,
+               sink: Callable[[tuple[str, Any]], None] | None = None) -> Job | None:
+        """Admit a job, or None when the server is full (the caller answers 429). With
+        `sink`, the job streams its tokens there (only when `whole_answer` is empty)."""
         with self.cond:
             if self.stopping or self.admitted >= self.cfg.max_concurrency + self.cfg.max_queue:
                 return None
-            job = Job("chatcmpl-" + uuid.uuid4().hex[:24], request, max_tokens)
+            job = Job("chatcmpl-" + uuid.uuid4().hex[:24], request, max_tokens, sink=sink)
             self.queue.append(job)
             self.cond.notify()
             return job
@@ -232,6 +270,9 @@ class Engine:
                 return []
             first = self.queue.popleft()
             batch, other = [first], []
+            if first.sink is not None:  # a streamed request is generated alone
+                self.running = 1
+                return batch
             # wait a moment for more: clients answered together come back together
             deadline = time.monotonic() + BATCH_WAIT_S
             while len(batch) < self.cfg.max_concurrency:
@@ -242,7 +283,8 @@ class Engine:
                     self.cond.wait(left)
                     continue
                 job = self.queue.popleft()
-                (batch if job.max_tokens == first.max_tokens else other).append(job)
+                (batch if job.max_tokens == first.max_tokens and job.sink is None
+                 else other).append(job)
             self.queue.extendleft(reversed(other))
             self.running = len(batch)
             return batch
@@ -253,11 +295,16 @@ class Engine:
             if not batch:
                 return
             try:
-                self._run(batch)
+                if batch[0].sink is not None:
+                    self._stream(batch[0])
+                else:
+                    self._run(batch)
             except Exception as e:  # never leave a client waiting on a dead worker
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(e)
+                    elif job.sink is not None:
+                        job.sink(("end", e))
             finally:
                 with self.cond:
                     self.running = 0
@@ -268,25 +315,10 @@ class Engine:
         results: list[Result] = []
         todo: list[tuple[int, Job, Messages, list[dict[str, Any]] | None]] = []
         for job in batch:
-            with job.lock:
-                expired = job.timed_out  # the client was answered 504 while this waited
-            if expired:
-                results.append(Result("timeout", 504, error="timed out in the queue"))
-                rows.append(self._row(job, results[-1], None, None, None, {}))
-                continue
-            try:
-                msgs, context = p.prepare(job.request)
-                n_in = model.count_tokens(msgs)
-            except Exception as e:  # a failed retrieval fails this request only
-                results.append(Result("error", 500, error="the pipeline failed"))
-                rows.append(self._row(job, results[-1], None, None, None,
-                                      {"error": f"prepare: {e}"}))
-                continue
-            if n_in + job.max_tokens > model.context_length:
-                results.append(Result("bad_request", 400, error=(
-                    f"the prompt is {n_in} tokens; with max_tokens {job.max_tokens} it exceeds "
-                    f"the model's context of {model.context_length}")))
-                rows.append(self._row(job, results[-1], msgs, None, context, {}))
+            msgs, context, failed = self._prepare(job)
+            if failed is not None:
+                results.append(failed[0])
+                rows.append(failed[1])
                 continue
             results.append(Result("ok", 200))
             todo.append((len(results) - 1, job, msgs, context))
@@ -311,6 +343,120 @@ class Engine:
                     by_id[job.id].update(status="timeout", http_status=504)
         self.finisher.submit(self._finish, batch, rows, results)
 
+    def _prepare(self, job: Job) -> tuple[Messages, list[dict[str, Any]] | None,
+                                          tuple[Result, dict[str, Any]] | None]:
+        """The job's model messages and retrieved chunks, or (its failure, its log row)."""
+        p, model = self.served.pipeline, self.served.model
+        with job.lock:
+            expired = job.timed_out  # the client was answered 504 while this waited
+        if expired:
+            res = Result("timeout", 504, error="timed out in the queue")
+            return [], None, (res, self._row(job, res, None, None, None, {}))
+        try:
+            msgs, context = p.prepare(job.request)
+            n_in = model.count_tokens(msgs)
+        except Exception as e:  # a failed retrieval fails this request only
+            res = Result("error", 500, error="the pipeline failed")
+            return [], None, (res, self._row(job, res, None, None, None,
+                                             {"error": f"prepare: {e}"}))
+        if n_in + job.max_tokens > model.context_length:
+            res = Result("bad_request", 400, error=(
+                f"the prompt is {n_in} tokens; with max_tokens {job.max_tokens} it exceeds "
+                f"the model's context of {model.context_length}"))
+            return msgs, context, (res, self._row(job, res, msgs, None, context, {}))
+        return msgs, context, None
+
+    def _stream(self, job: Job) -> None:
+        """One request streamed token by token: deltas go to the client as the model decodes
+        them, then the answer is finished (citations listed, images stripped from what was
+        held back), logged with `ttft_s`, and the end is sent. A client that went away
+        (`job.cancel`) stops generation and is logged as `client_closed`."""
+        assert job.sink is not None
+        p, model = self.served.pipeline, self.served.model
+        msgs, context, failed = self._prepare(job)
+        if failed is not None:  # answered with a plain error, as without streaming
+            self.finisher.submit(self._finish, [job], [failed[1]], [failed[0]])
+            return
+        with job.lock:
+            job.done = True  # the response starts now: the queue timeout no longer applies
+        job.future.set_result(Result("streaming", 200))
+        params = dataclasses.replace(p.params, max_tokens=job.max_tokens)
+        raw, sent, deltas = "", "", 0
+        ttft: float | None = None
+        gen: Generation | None = None
+        it = model.stream(msgs, params)  # type: ignore[attr-defined]
+        try:
+            for item in it:
+                if isinstance(item, Generation):
+                    gen = item
+                    continue
+                raw, deltas = raw + item, deltas + 1
+                safe = self._releasable(raw)
+                if len(safe) > len(sent) and safe.startswith(sent):
+                    ttft = ttft if ttft is not None else time.perf_counter() - job.t0
+                    job.sink(("delta", safe[len(sent):]))
+                    sent = safe
+                if job.cancel.is_set():
+                    break
+        except Exception as e:  # backends should not raise; if one does, log and end
+            gen = Generation(raw, 0, 0, 0.0, "error", f"{type(e).__name__}: {e}")
+        finally:
+            it.close()  # a client gone: generation stops at the next token
+        detail: dict[str, Any] = {"max_tokens": job.max_tokens, "stream": "tokens",
+                                  "ttft_s": ttft, "batch": 1}
+        if job.cancel.is_set() and gen is None:
+            res = Result("client_closed", 499, answer=sent, tokens_in=model.count_tokens(msgs),
+                         tokens_out=deltas, finish_reason="client_closed")
+            detail["tokens_out"] = "deltas received before the client closed the stream"
+            self.finisher.submit(self._finish, [job], [self._row(job, res, msgs, raw, context,
+                                                                 detail)], [res])
+            return
+        if gen is None:
+            gen = Generation(raw, 0, 0, 0.0, "error", "the stream ended without a result")
+        detail["finish_reason"] = gen.finish_reason
+        res = Result("ok", 200, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out,
+                     finish_reason=gen.finish_reason)
+        if gen.error:
+            res.status, res.http_status, res.error = "error", 502, "the model failed to answer"
+            detail["error"] = gen.error
+        else:
+            answer = p.parse(raw)
+            rest = answer[len(sent):]
+            if not answer.startswith(sent):
+                detail["stream_mismatch"] = True  # never seen: the client got `sent` + rest
+            elif self.cfg.strip_images:
+                clean, removed = strip_images(rest)
+                if removed:
+                    lead = rest[: len(rest) - len(rest.lstrip())]
+                    rest = lead + clean
+                    detail["images_removed"] = removed
+            answer = sent + rest
+            if rest:
+                ttft = ttft if ttft is not None else time.perf_counter() - job.t0
+                detail["ttft_s"] = ttft
+                job.sink(("delta", rest))
+            if context is not None:
+                valid, invalid = valid_citations(answer, context)
+                res.citations = [{"n": c["n"], "id": c.get("id"), "doc_id": c.get("doc_id"),
+                                  "source": c.get("source"), "score": c.get("score"),
+                                  "cited": c["n"] in valid} for c in context]
+                detail["citations"] = {"valid": valid, "invalid": invalid}
+            res.answer = answer
+        self.finisher.submit(self._finish, [job], [self._row(job, res, msgs, raw, context,
+                                                             detail)], [res])
+
+    def _releasable(self, raw: str) -> str:
+        """What of a growing answer may leave now: stripped as `parse` (str.strip) will, and,
+        when images are stripped, nothing from the first `![` or `<` (or a trailing `!`)."""
+        text = raw.lstrip().rstrip()
+        if self.cfg.strip_images:
+            cuts = [i for i in (text.find("!["), text.find("<")) if i >= 0]
+            if text.endswith("!"):
+                cuts.append(len(text) - 1)
+            if cuts:
+                text = text[: min(cuts)].rstrip()
+        return text
+
     def _finish(self, batch: list[Job], rows: list[dict[str, Any]],
                 results: list[Result]) -> None:
         """Redact and log a batch, then release its responses."""
@@ -321,10 +467,16 @@ class Engine:
                 self.store.add_request_logs(rows)  # committed before any response is released
         except Exception as e:
             for job in batch:
-                job.future.set_exception(e)
+                if not job.future.done():
+                    job.future.set_exception(e)
+                elif job.sink is not None:
+                    job.sink(("end", e))
             return
         for job, res in zip(batch, results, strict=True):
-            job.future.set_result(res)
+            if not job.future.done():
+                job.future.set_result(res)
+            elif job.sink is not None:  # a stream already under way: its end
+                job.sink(("end", res))
 
     def _guard(self, job: Job, msgs: Messages, context: list[dict[str, Any]] | None,
                gen: Any, params: GenParams) -> tuple[Result, str, dict[str, Any]]:
@@ -433,7 +585,17 @@ def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str |
         except BadRequest as e:
             return error(e.status, e.message, e.code)
         asked = req.max_completion_tokens or req.max_tokens or served.pipeline.params.max_tokens
-        job = engine.submit([m.plain() for m in req.messages], min(asked, cfg.max_output_tokens))
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        sink = None
+        if req.stream and not engine.whole_answer:
+            loop = asyncio.get_running_loop()
+
+            def sink(item: tuple[str, Any]) -> None:  # called on the worker threads
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                    loop.call_soon_threadsafe(events.put_nowait, item)
+
+        job = engine.submit([m.plain() for m in req.messages], min(asked, cfg.max_output_tokens),
+                            sink)
         if job is None:
             return error(429, "the server is busy; retry shortly", "busy", "rate_limit_error",
                          {"Retry-After": "1"})
@@ -449,6 +611,11 @@ def create_app(served: Served, cfg: ServeConfig, store: Any = None, token: str |
         if wrapped.exception() is not None:
             return error(500, "the server failed to answer", "server_error", "server_error")
         res: Result = wrapped.result()
+        if res.status == "streaming":
+            usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(live_sse(job, events, served.name, usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         if res.http_status != 200:
             kind = "invalid_request_error" if res.http_status < 500 else "server_error"
             return error(res.http_status, res.error or "failed", res.status, kind)
@@ -485,27 +652,64 @@ def completion(job_id: str, name: str, res: Result) -> dict[str, Any]:
     return doc
 
 
-def sse(job_id: str, name: str, res: Result, usage: bool) -> Iterator[str]:
-    """OpenAI's chunk stream: role, content, finish (with citations), usage, [DONE]."""
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        doc = {"id": job_id, "object": "chat.completion.chunk", "created": res.created,
-               "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                           "finish_reason": finish}], **extra}
-        return f"data: {json.dumps(doc)}\n\n"
+def _chunk(job_id: str, name: str, created: int, delta: dict[str, Any],
+           finish: str | None = None, **extra: Any) -> str:
+    doc = {"id": job_id, "object": "chat.completion.chunk", "created": created,
+           "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                       "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(doc)}\n\n"
 
-    msg = _message(res)
-    yield chunk({"role": "assistant", "content": ""})
-    if msg.get("refusal"):
-        yield chunk({"refusal": msg["refusal"]})
-    elif msg["content"]:
-        yield chunk({"content": msg["content"]})
+
+def _tail(job_id: str, name: str, res: Result, usage: bool) -> Iterator[str]:
+    """The finish chunk (with citations), the usage chunk if asked, [DONE]."""
     extra = {"citations": res.citations} if res.citations is not None else {}
-    yield chunk({}, res.finish_reason, **extra)
+    yield _chunk(job_id, name, res.created, {}, res.finish_reason, **extra)
     if usage:
         doc = {"id": job_id, "object": "chat.completion.chunk", "created": res.created,
                "model": name, "choices": [], "usage": _usage(res)}
         yield f"data: {json.dumps(doc)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def sse(job_id: str, name: str, res: Result, usage: bool) -> Iterator[str]:
+    """OpenAI's chunk stream of a finished answer: role, content, finish, usage, [DONE]."""
+    msg = _message(res)
+    yield _chunk(job_id, name, res.created, {"role": "assistant", "content": ""})
+    if msg.get("refusal"):
+        yield _chunk(job_id, name, res.created, {"refusal": msg["refusal"]})
+    elif msg["content"]:
+        yield _chunk(job_id, name, res.created, {"content": msg["content"]})
+    yield from _tail(job_id, name, res, usage)
+
+
+async def live_sse(job: Job, events: asyncio.Queue[tuple[str, Any]], name: str,
+                   usage: bool) -> AsyncIterator[str]:
+    """OpenAI's chunk stream as the worker decodes: role, one chunk per delta, then (once
+    the request is logged) finish, usage, [DONE]; a failure after the first byte is an
+    `error` event. If the client goes away first, the worker is told to stop."""
+    created = int(time.time())
+    finished = False
+    try:
+        yield _chunk(job.id, name, created, {"role": "assistant", "content": ""})
+        while True:
+            kind, value = await events.get()
+            if kind != "delta":
+                break
+            yield _chunk(job.id, name, created, {"content": value})
+        if isinstance(value, Result) and value.http_status == 200:
+            value.created = created
+            for line in _tail(job.id, name, value, usage):
+                yield line
+        else:
+            code = value.status if isinstance(value, Result) else "server_error"
+            message = (value.error if isinstance(value, Result) else None) or \
+                "the server failed to answer"
+            yield f"data: {json.dumps(error_body(message, 'server_error', code))}\n\n"
+            yield "data: [DONE]\n\n"
+        finished = True
+    finally:
+        if not finished:
+            job.cancel.set()
 
 
 def run_server(app: Any, host: str, port: int, cfg: ServeConfig) -> None:

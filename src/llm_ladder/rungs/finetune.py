@@ -29,7 +29,7 @@ from llm_ladder.finetune import registry
 from llm_ladder.finetune.data import build_rows, data_hash
 from llm_ladder.finetune.lora import pick_precision
 from llm_ladder.finetune.lora import train as run_training
-from llm_ladder.models.base import ChatModel
+from llm_ladder.models.base import ChatModel, ServesAdapters
 from llm_ladder.models.local import TransformersModel, resolve_weights
 from llm_ladder.rungs.base import Pipeline, RungContext, as_messages, get_rung
 from llm_ladder.rungs.tools import ToolSetup
@@ -70,7 +70,8 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     dev_rows = []
     if ctx.dev:
         dev_rows, _ = build_rows(ctx.dev, messages, tok, cfg.max_seq_len, 1)
-    recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples"})
+    recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples",
+                                      "eval_model"})  # where it is evaluated is no recipe
     recipe["precision"] = list(pick_precision(cfg))  # "auto" resolves per machine
     aid = registry.adapter_id(rung, registry.base_fingerprint(folder), data_hash(rows),
                               data_hash(dev_rows) if dev_rows else "", recipe)
@@ -120,8 +121,14 @@ def adapter_model(task: Task, base_key: str, adapter_path: str) -> ChatModel:
 
 def adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
             extra_cost_s: float = 0.0) -> Pipeline:
-    """The prompting pipeline `prompt` with the trained adapter as its model."""
-    model = adapter_model(ctx.task, manifest["base"]["key"], manifest["path"])
+    """The prompting pipeline `prompt` with the trained adapter as its model: the base merged
+    with it in-process, or, when the rung is evaluated on a model that serves adapters
+    (`[finetune] eval_model`, a vllm backend), that server naming the adapter per request."""
+    serving = ctx.model if isinstance(ctx.model, ServesAdapters) else None
+    if serving is not None:
+        model: ChatModel = serving.with_adapter(manifest["id"], manifest["path"])
+    else:
+        model = adapter_model(ctx.task, manifest["base"]["key"], manifest["path"])
     train_s = manifest["training"]["seconds"]
     what = (f"LoRA training on {manifest['data']['train']} examples "
             f"({train_s / 60:.1f} min on {manifest['training']['device']})")

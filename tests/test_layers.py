@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("rungs", ["rungs"]),
     ("library", ["session", "evaluate", "decide", "ladder", "tuning", "report", "serving",
                  "testing", "init", "audit", "judge_check", "labels",
-                 "synth"]),
+                 "synth", "upgrade"]),
     ("cli", ["cli", "__main__"]),
 ]
 

@@ -39,7 +39,8 @@ def test_migrations_apply_once(tmp_path):
     Store(path).close()
     s = Store(path)
     names = [r[0] for r in s.db.execute("SELECT name FROM migrations ORDER BY name")]
-    assert names == ["m001_initial", "m002_ladder_id", "m003_request_logs", "m004_labels"]
+    assert names == ["m001_initial", "m002_ladder_id", "m003_request_logs", "m004_labels",
+                     "m005_upgrades"]
     assert names == [fn.__name__ for fn in MIGRATIONS]
     cols = [r[1] for r in s.db.execute("PRAGMA table_info(runs)")]
     assert cols.count("ladder_id") == 1

@@ -137,8 +137,25 @@ def m004_labels(db: _Conn) -> None:
     """)
 
 
+def m005_upgrades(db: _Conn) -> None:
+    """`ladder upgrade` records (llm_ladder.upgrade): which ladder was re-run on which new
+    model, and the verdict, for the report's upgrade history."""
+    _script(db, """
+    CREATE TABLE upgrades (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        created REAL NOT NULL,
+        from_model TEXT NOT NULL,
+        to_model TEXT NOT NULL,
+        old_ladder TEXT NOT NULL,
+        new_ladder TEXT NOT NULL,
+        record TEXT NOT NULL             -- JSON: recommendations, verdict, per-rung counts
+    )
+    """)
+
+
 MIGRATIONS: list[Callable[[_Conn], None]] = [m001_initial, m002_ladder_id, m003_request_logs,
-                                             m004_labels]
+                                             m004_labels, m005_upgrades]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 _PG_MIGRATION_LOCK = 0x6C61_6464_6572  # pg_advisory_xact_lock key: "ladder" in ASCII
@@ -532,6 +549,25 @@ class Store:
                 d[k] = json.loads(d[k]) if d[k] else None
             out.append(d)
         return out
+
+    # ---- upgrades (`ladder upgrade`) ---------------------------------------------------
+    def add_upgrade(self, record: dict[str, Any]) -> None:
+        """Store one upgrade record (its `id`, `task`, `created`, `from_model`, `to_model`,
+        `old_ladder`, `new_ladder`; the whole record as JSON)."""
+        self.db.execute(
+            "INSERT INTO upgrades (id, task, created, from_model, to_model, old_ladder, "
+            "new_ladder, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record["id"], record["task"], record["created"], record["from_model"],
+             record["to_model"], record["old_ladder"], record["new_ladder"],
+             json.dumps(redact_urls_in(record))))
+
+    def upgrades(self, task: str | None = None) -> list[dict[str, Any]]:
+        """The stored upgrade records, oldest first (of one task when `task` is given)."""
+        sql, args = "SELECT record FROM upgrades", ()
+        if task is not None:
+            sql, args = sql + " WHERE task=?", (task,)
+        return [json.loads(r["record"]) for r in self.db.execute(sql + " ORDER BY created, id",
+                                                                 args)]
 
     # ---- human labels (the web view's queue) ------------------------------------------
     def put_label(self, source: str, item_id: str, who: str, *, accepted: bool | None = None,

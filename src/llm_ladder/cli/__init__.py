@@ -28,7 +28,7 @@ def _global_options(verbose: VerboseOpt = False) -> None:
 # Importing a command module registers its commands on `app`; `ladder --help` lists them in
 # this order.
 COMMAND_MODULES = ("run", "runs", "confirm", "finetune", "report", "serve", "init",
-                   "judge", "prompts", "synth")
+                   "judge", "prompts", "synth", "upgrade")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"llm_ladder.cli.{_name}")
 

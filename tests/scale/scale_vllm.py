@@ -2,7 +2,7 @@
 and vLLM as the evaluation backend of a fine-tuned rung (the adapter loaded at run time).
 
 Outside `make test` (the file name does not match `test_*.py`): `make test-scale` builds
-`.venv-vllm` (locks/vllm.txt) and runs this with LADDER_VLLM_PYTHON pointing at it.
+`.venv-vllm` (locks/vllm/vllm.txt) and runs this with LADDER_VLLM_PYTHON pointing at it.
 On the FAQ example's test split:
 
 1. `ladder run --rungs lora` (trains the adapter, or reuses the cached one copied from the

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from helpers import ladder
+from test_store import pred
 
 from llm_ladder.errors import LadderError
 from llm_ladder.labels import human_scores
@@ -36,17 +37,6 @@ CONFIG = {"rung": "zero-shot", "params": {"max_tokens": 8}, "split": "abc123",
 VERSIONS = {"python": "3.11", "llm_ladder": "0.1.0"}
 SECRET = "hunter2"  # the test server trusts local connections: any password still connects
 _dbs = itertools.count()
-
-
-def pred(example_id: str, score: float | None = 1.0, **extra) -> dict:
-    row = {"example_id": example_id, "input": {"text": f"q {example_id}"},
-           "messages": [{"role": "user", "content": f"q {example_id}"}],
-           "raw_output": f" a {example_id} ", "output": f"a {example_id}",
-           "reference": f"a {example_id}", "score": score,
-           "score_reason": None if score is not None else "unscored",
-           "tokens_in": 5, "tokens_out": 2, "latency_s": 0.25}
-    row.update(extra)
-    return row
 
 
 def with_db(url: str, db: str, password: str | None = None) -> str:

@@ -34,8 +34,9 @@ import threading
 import time
 import urllib.parse
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ class _Row(dict):
         return super().__getitem__(key)
 
 
-class _Conn:
+class _Conn(ABC):
     """The connection under a `Store`, and the only place the two databases differ: the
     placeholder style (`sql`), DDL types (`ddl`), the write transaction (`write`), the
     migration lock (`migrating`) and the error raised for a missing table (`no_table`).
@@ -190,11 +191,13 @@ class _Conn:
     def ddl(self, text: str) -> str:
         return text
 
+    @abstractmethod
     def _execute(self, text: str, params: Sequence[Any]) -> Any:
-        raise NotImplementedError
+        """Run one statement already in this dialect's placeholder style."""
 
+    @abstractmethod
     def _executemany(self, text: str, rows: list[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        """Run one statement for each row."""
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement (`?` placeholders); a cursor whose rows read as mappings."""
@@ -205,11 +208,9 @@ class _Conn:
         with self.lock:
             self._executemany(self.sql(text), rows)
 
-    @contextmanager
-    def write(self) -> Iterator[None]:
+    @abstractmethod
+    def write(self) -> AbstractContextManager[None]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        raise NotImplementedError
-        yield
 
     @contextmanager
     def migrating(self) -> Iterator[None]:
@@ -217,8 +218,9 @@ class _Conn:
         with self.write():
             yield
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection."""
 
 
 class _SQLite(_Conn):

@@ -103,8 +103,12 @@ def test_order_keeps_each_models_ladder_and_puts_training_last():
 
 def test_cli_models_flag_prints_the_grid(tmp_path):
     folder = two_models(tmp_path, WRONG, RIGHT, models='"default"')
-    doc = json.loads(ladder("run", str(folder), "--models", "default,large", "--all",
-                            "--no-report", "--json").stdout)
+    proc = ladder("run", str(folder), "--models", "default,large", "--all", "--no-report",
+                  "--json")
+    doc = json.loads(proc.stdout)
+    # the power line before the climb counts the 4 cells Holm corrects for, not the 2 rungs
+    assert "and 4 planned rungs" in proc.stderr, proc.stderr
+    assert doc["power"]["sentence"].split("planned")[0] in proc.stderr
     assert [c["cell"] for c in doc["cells"]] == [
         "zero-shot@default", "system-prompt@default", "zero-shot@large", "system-prompt@large"]
     assert doc["model"] == "default, large"

@@ -41,6 +41,14 @@ class Cell:
         return cell_name(self.rung, self.model)
 
 
+def grid(rungs: list[str], models: list[str], trains: set[str], tuned: str) -> list[Cell]:
+    """The cells of a climb over `models`, each model's ladder in `rungs` order: every rung
+    not in `trains` on every model, then each rung in `trains` once, on `tuned` (the model
+    that evaluates the tuned weights). A single model gives one cell per rung."""
+    cells = [Cell(r, k) for k in models for r in rungs if r not in trains]
+    return cells + [Cell(r, tuned, trains=True) for r in rungs if r in trains]
+
+
 def order_cells(cells: list[Cell], models: list[str]) -> list[Cell]:
     """`cells` (given in each model's ladder order) in climbing order; see the module text."""
     rank = {m: i for i, m in enumerate(models)}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llm_ladder.cells import Cell, order_cells
+from llm_ladder.cells import Cell, grid, order_cells
 from llm_ladder.costs import cost_per_1k, price_for
 from llm_ladder.data import Example
 from llm_ladder.decide import confirmation, decide, power_report, should_stop
@@ -231,6 +231,21 @@ def grid_row(summary: Summary, cell: Cell) -> dict[str, Any]:
             "expected_cost_per_1k_usd": cell.cost_per_1k}
 
 
+def tuned_model(task: Task) -> str:
+    """The model key a tuned rung is evaluated on: `eval_model`'s server, else its base
+    (merged in-process)."""
+    ft = task.finetune
+    return (ft.eval_model or ft.base if ft else None) or "default"
+
+
+def planned_cells(task: Task, rungs: list[str], keys: list[str]) -> int:
+    """How many cells a climb of `rungs` over `keys` runs: the family Holm corrects for."""
+    if len(keys) <= 1:
+        return len(rungs)
+    return len(grid(rungs, keys, {r for r in rungs if "finetune" in needs_of(r)},
+                    tuned_model(task)))
+
+
 def plan_cells(s: Session, keys: list[str], skip_bad_rows: bool = False,
                on_event: Event | None = None) -> list[Cell]:
     """Load every model of a multi-model climb, check the inputs fit each one's context
@@ -243,16 +258,11 @@ def plan_cells(s: Session, keys: list[str], skip_bad_rows: bool = False,
             extra[k] = build_model(task.model(k))
             s.too_long += check_context(s.prep, extra[k], skip_bad_rows)
     llms = {s.model_key: s.model, **extra}
-    tuned = (task.finetune.base if task.finetune else None) or "default"
-    cells: list[Cell] = []
-    for k in keys:
-        cells += [Cell(r, k) for r in s.rungs if "finetune" not in needs_of(r)]
-    # a tuned rung is evaluated on its base (merged in-process) or on `eval_model`'s server
-    tuned = (task.finetune.eval_model if task.finetune else None) or tuned
-    trained = [r for r in s.rungs if "finetune" in needs_of(r)]
+    tuned = tuned_model(task)
+    trained = {r for r in s.rungs if "finetune" in needs_of(r)}
     if trained and tuned not in llms:
         llms[tuned] = extra[tuned] = build_model(task.model(tuned))
-    cells += [Cell(r, tuned, trains=True) for r in trained]
+    cells = grid(s.rungs, keys, trained, tuned)
     costs = calibrate(s.prep, llms, cells, task.ladder.calibrate_n)
     if on_event:
         on_event({"calibrated": {c.name: costs.get((c.rung, c.model)) for c in cells}})

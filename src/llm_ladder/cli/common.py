@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from llm_ladder.ladder import power
+from llm_ladder.ladder import planned_cells, power
 from llm_ladder.session import Session, open_task
 from llm_ladder.store import Store
 from llm_ladder.task import Task
@@ -97,8 +97,9 @@ def progress_callback(bar: Progress):
     return progress
 
 
-def print_session(s: Session) -> None:
-    """What the data looks like before any rung runs (stderr)."""
+def print_session(s: Session, models: list[str] | None = None) -> None:
+    """What the data looks like before any rung runs (stderr); `models` of a multi-model
+    climb make the power line count its cells."""
     prep, task, sp = s.prep, s.task, s.prep.splits
     err.print(f"[bold]{esc(task.name)}[/]: {prep.rows_read} rows read, {len(prep.problems)} bad"
               f"{' (skipped)' if prep.problems else ''}; split train {len(sp.train)} / dev "
@@ -118,7 +119,8 @@ def print_session(s: Session) -> None:
     if s.too_long:
         err.print(f"[yellow]{len(s.too_long)} input(s) longer than the context skipped[/]")
     if s.task.bar is not None and s.rungs:
-        err.print("power: " + esc(power(s.prep, len(s.rungs))["sentence"]), highlight=False)
+        planned = planned_cells(s.task, s.rungs, models or [s.model_key])
+        err.print("power: " + esc(power(s.prep, planned)["sentence"]), highlight=False)
 
 
 def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:

@@ -55,9 +55,9 @@ def _climb(task_dir: Path, rungs: list[str] | None, model_key: str, skip: bool,
     if models:
         model_key = models[0]
     session = open_session(task_dir, model_key, rungs, skip_bad_rows=skip, status=err.status)
-    print_session(session)
     task = session.task
     keys = models or task.ladder.models or [model_key]
+    print_session(session, keys)
     title = (f"{task.name} — {task.metric.name} on {len(session.prep.splits.test)} test "
              f"examples, model{'s' if len(keys) > 1 else ''} {', '.join(keys)}")
     done: list[dict[str, Any]] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from helpers import ladder
@@ -124,3 +125,14 @@ def test_the_html_report_draws_the_rung_by_model_grid(tmp_path):
     assert set(rows) == {"zero-shot", "system-prompt"}
     assert "✔" in rows["zero-shot"] and "not run" in rows["system-prompt"]
     assert "ladder-table" in html and "zero-shot@large" in html
+    # the quality-vs-cost chart colours each point by its model, with a legend
+    chart = html.split('aria-label="quality vs cost"', 1)[1].split("</svg>", 1)[0]
+    fills = dict(re.findall(r'data-rung="([^"]+)" cx="[^"]+" cy="[^"]+" r="\d" fill="([^"]+)"',
+                            chart))
+    assert set(fills) == {"zero-shot@default", "system-prompt@default", "zero-shot@large"}
+    assert fills["zero-shot@default"] == fills["system-prompt@default"]
+    assert fills["zero-shot@default"] != fills["zero-shot@large"]
+    legend = re.findall(r'<g class="legend"><rect [^>]*fill="([^"]+)"/><text [^>]*>([^<]+)<',
+                        chart)
+    assert dict((m, c) for c, m in legend) == {"default": fills["zero-shot@default"],
+                                               "large": fills["zero-shot@large"]}

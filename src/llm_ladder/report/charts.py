@@ -9,6 +9,8 @@ import math
 from html import escape
 from typing import Any
 
+from llm_ladder.cells import split_cell
+
 W, H = 520, 340
 L, R, T, B = 64, 20, 24, 48  # margins
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
@@ -90,7 +92,8 @@ def pareto(points: list[tuple[str, float, float]]) -> list[tuple[str, float, flo
 
 def scatter(rows: list[dict[str, Any]], xkey: str, xlabel: str, title: str,
             bar: float | None, recommended: str | None) -> tuple[str, list[str]]:
-    """Quality (with its 95% interval) against `xkey` per rung; returns (svg, unplotted)."""
+    """Quality (with its 95% interval) against `xkey` per rung; returns (svg, unplotted).
+    Points of a rung x model grid (`rung@model`) are coloured by model, with a legend."""
     pts, skipped = [], []
     for i, r in enumerate(rows):
         q, x = r["quality"], r.get(xkey)
@@ -118,8 +121,17 @@ def scatter(rows: list[dict[str, Any]], xkey: str, xlabel: str, title: str,
         parts.append(f'<polyline class="pareto" points="{coords}" fill="none" '
                      'stroke="#555" stroke-width="1.5" stroke-dasharray="2 3"/>')
     on_front = {name for name, _, _ in front}
+    models = list(dict.fromkeys(split_cell(name)[1] for _, name, _, _ in pts))
+    by_model = len(models) > 1  # a rung x model grid: one colour per model, with a legend
+    if by_model:
+        for j, m in enumerate(models):
+            parts.append(f'<g class="legend"><rect x="{L + 8 + 110 * j}" y="{T + 6}" '
+                         f'width="10" height="10" fill="{color(j)}"/><text '
+                         f'x="{L + 22 + 110 * j}" y="{T + 15}" font-size="10">'
+                         f'{escape(m or "(default)")}</text></g>')
     for i, name, x, q in pts:
-        c, cx = color(i), sx(x)
+        c = color(models.index(split_cell(name)[1]) if by_model else i)
+        cx = sx(x)
         tip = (f"{name}: {q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}], "
                f"{xlabel} {_fmt(x)}" + (" (Pareto front)" if name in on_front else ""))
         parts.append(f'<line x1="{cx:.1f}" y1="{sy(q["low"]):.1f}" x2="{cx:.1f}" '

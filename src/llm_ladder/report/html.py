@@ -14,8 +14,10 @@ from html import escape
 from typing import Any
 
 from llm_ladder.costs import break_even_sentence, minutes
+from llm_ladder.decide import budget_latency
 from llm_ladder.optimize import trace_rows
 from llm_ladder.report.charts import break_even_chart, color, scatter
+from llm_ladder.serving.latency import served
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0 auto;max-width:1200px;
@@ -118,7 +120,11 @@ def _ladder_table(d: dict[str, Any]) -> str:
     anchor = rec.get("rung") or rec.get("closest")
     tests = {c["b"]: c for c in rec.get("comparisons", []) if c["a"] == anchor}
     head = ("<tr><th class=l>rung</th><th class=l>model</th><th>quality [95% CI]</th><th>n</th>"
-            "<th>unscored</th><th>tok in</th><th>tok out</th><th>p50 ms</th><th>p95 ms</th>"
+            "<th>unscored</th><th>tok in</th><th>tok out</th><th title=\"per request as `ladder "
+            "serve` answers it, at the serving concurrency (the latency budget's figure)\">"
+            "served p50 ms</th><th>served p95 ms</th><th title=\"one request at a time, an idle "
+            "server; TTFT: time to first token when streamed\">alone p95 ms</th><th title="
+            "\"the evaluation's batches: a throughput figure\">batch p95 ms</th>"
             f"<th>$/1k req</th><th class=l>one-time</th><th class=l>vs {e(anchor or '—')}</th>"
             "</tr>")
     rows = []
@@ -139,12 +145,22 @@ def _ladder_table(d: dict[str, Any]) -> str:
                     f"{e(s['rung'])}{mark}</td><td class=l>{e(s.get('model'))}</td>"
                     f"<td>{q_cell(s['quality'])}</td><td>{s['n']}</td><td>{s['unscored']}</td>"
                     f"<td>{num(s['tokens_in_mean'], '.0f')}</td>"
-                    f"<td>{num(s['tokens_out_mean'], '.1f')}</td><td>{ms(s['latency_p50_s'])}"
-                    f"</td><td>{ms(s['latency_p95_s'])}</td>"
+                    f"<td>{num(s['tokens_out_mean'], '.1f')}</td>"
+                    f"<td>{ms(served(s).get('p50_s'))}</td><td>{ms(served(s).get('p95_s'))}</td>"
+                    f"<td>{_alone(s)}</td><td>{ms(s['latency_p95_s'])}</td>"
                     f"<td>{num(s['cost_per_1k_usd'], '.4f')}</td><td class=l>{e(one)}</td>"
                     f"<td class=l>{e(vs)}</td></tr>")
     rows += [_baseline_row(b, anchor, rec) for b in rec.get("baselines") or []]
     return f"<table id=ladder-table>{head}{''.join(rows)}</table>"
+
+
+def _alone(s: dict[str, Any]) -> str:
+    """The alone p95 cell: ms, with the time to first token when the probe streamed."""
+    alone = served(s, "alone")
+    text = num(alone.get("p95_s") and alone["p95_s"] * 1000, ".0f")
+    ttft = alone.get("ttft_p95_s")
+    return text + (f" <span class=muted>(TTFT {ttft * 1000:.0f})</span>"
+                   if ttft is not None else "")
 
 
 def _grid(d: dict[str, Any]) -> str:
@@ -214,14 +230,18 @@ def _recommendation(rec: dict[str, Any]) -> str:
 
 
 def _charts(d: dict[str, Any]) -> str:
-    rows = [s | {"latency_p95_ms": s["latency_p95_s"] and s["latency_p95_s"] * 1000}
+    # the latency budget's figure: served p95 at the serving concurrency, else (a run from
+    # before the probe) the batch p95
+    rows = [s | {"latency_p95_ms": (p95 := budget_latency(s)[0]) and p95 * 1000}
             for s in d["summaries"]]
     rec = d["decision"].get("rung")
     figs = []
     for key, label, title in (("cost_per_1k_usd", "$ per 1k requests", "quality vs cost"),
-                              ("latency_p95_ms", "p95 latency (ms)", "quality vs latency")):
+                              ("latency_p95_ms", "served p95 latency (ms)",
+                               "quality vs latency")):
         svg, skipped = scatter(rows, key, label, title, d["bar"], rec)
-        cap = (f"{title}: dots are rungs with their 95% interval; the dotted line joins the "
+        cap = (f"{title}: dots are rungs with their 95% interval (in a rung x model grid, "
+               "cells rung@model coloured by model); the dotted line joins the "
                "Pareto front (no other rung is both cheaper and better); the dashed red line "
                "is the bar.") + (f" Not plotted (no value): {', '.join(skipped)}."
                                  if skipped else "")

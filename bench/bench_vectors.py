@@ -1,50 +1,49 @@
-"""LanceStore query latency and recall at 10^4, 10^5 and 10^6 stored vectors.
+"""LanceStore query latency and recall at 10^5 and 10^6 stored SYNTHETIC vectors.
 
-For each size N: N synthetic unit vectors (dim 384, float32) are inserted into a `LanceStore`
-in a temporary folder (batches of 20,000 through `add`, dummy chunk texts), then 200 queries
-are timed through `LanceStore.search(k=10)`:
+For each size N: N synthetic unit vectors (dim 384, float32) are made once, with 200 queries
+and their exact top-10 (numpy, the ground truth). Each repeat then runs, alternating:
 
-- exact: the flat scan the store does without an index (at N >= 10^6 only the first 20
-  queries, `--exact-queries`, since each one reads every vector);
-- ann: after `build_ann_index()` (default IVF_SQ with ~sqrt(N) partitions; its build time is
-  reported), with the store's default nprobes/refine_factor, plus a small sweep of others;
-- numpy: brute force `X @ q` + argpartition on the same vectors in memory, one query at a
-  time, as a baseline.
+- numpy (baseline): brute force `X @ q` + argpartition on the vectors in memory, one query at
+  a time;
+- LanceStore (ours), in a fresh temporary folder: insert (batches of 20,000 through `add`,
+  dummy chunk texts), the exact flat scan the store does without an index (the first
+  `--exact-queries` queries, `--exact-queries-1m` at N >= 10^6, since each one reads every
+  vector), `build_ann_index()` (default IVF_SQ with ~sqrt(N) partitions) and the ANN search
+  with the store's default nprobes/refine_factor.
 
-Recall@10 is the overlap of each top-10 with the numpy ground truth, averaged over queries.
-Latencies are wall-clock per call in ms (p50/p95), after 5 warm-up queries that are not
-counted (the first, cold query is reported separately).
+Recall@10 is the overlap of each top-10 with the ground truth, averaged over queries.
+Latencies are wall-clock per call (p50/p95 ms) after 5 uncounted warm-up queries. Every
+figure is the median (min-max) over `--repeats`; a sweep of other nprobes/refine_factor
+settings runs once, on the last repeat's index. Peak RSS is the process's.
 
-The vectors are clustered, not uniform: 1000 random centroids (`--clusters`), each a mix of
-one of 30 random "topic" directions (`--topics`) and its own direction, and every vector is
-its centroid plus Gaussian noise (`--noise`, per dimension), normalized. Real sentence
-embeddings are clustered like this; uniform random vectors in 384 dimensions are a
-pathological case for any ANN index (all distances nearly equal, no structure for the
-partitions to follow) and say little about real corpora (`--clusters 0` gives them anyway).
-A query is the centroid of a random stored vector's cluster plus fresh noise, normalized, so
-it resembles a new member of that cluster rather than a copy of a stored vector.
+The data are synthetic, not embeddings of text: 1000 random centroids (`--clusters`), each a
+mix of one of 30 random "topic" directions (`--topics`) and its own direction, and every
+vector is its centroid plus Gaussian noise (`--noise`, per dimension), normalized; a query is
+the centroid of a random stored vector's cluster plus fresh noise. Clustered data are what a
+partition index is built for; on uniform random vectors (no structure) IVF recall collapses,
+which the benchmark shows with an extra uniform run at `--uniform` vectors (0 to skip; its
+exact scan is not timed: the clustered run of the same size times it).
+Recall on real embeddings at this scale is not measured here.
 
-    python bench/bench_vectors.py [--sizes 10000,100000,1000000] [--queries 200]
-        [--kind ivf_sq] [--out bench/results/vectors.json]
+    python bench/bench_vectors.py [--sizes 100000,1000000] [--repeats 3] [--quick]
 
-Prints one JSON document; writes nothing into the repository except `--out` if given
-(bench/results/ is git-ignored). The 10^6 run takes a few minutes and ~4 GiB of memory.
+Results: bench/results/vectors.json and its section of docs/benchmarks.md (benchlib). The
+10^6 size needs ~4 GiB of memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
 
+os.environ.setdefault("LANCE_LOG", "error")
 DIM = 384
 K = 10
 BATCH = 20_000
@@ -98,10 +97,6 @@ def ms(samples: list[float]) -> dict[str, float]:
             "mean_ms": round(float(a.mean()), 2), "n": len(samples)}
 
 
-def rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def timed_search(store, qs: np.ndarray, truth: np.ndarray | None, **kw) -> dict:
     """Latency (after WARMUP uncounted queries) and recall@K of store.search over qs."""
     for q in qs[:WARMUP]:
@@ -120,118 +115,167 @@ def timed_search(store, qs: np.ndarray, truth: np.ndarray | None, **kw) -> dict:
     return out
 
 
-def bench_size(n: int, args: argparse.Namespace) -> dict:
+def bench_size(n: int, args: argparse.Namespace, clusters: int, sweep: bool) -> dict:
+    """numpy vs LanceStore (insert, exact, index build, ANN) at n vectors, interleaved."""
     from llm_ladder.rag.chunking import Chunk
     from llm_ladder.rag.stores import LanceStore
 
-    res: dict = {"n": n}
     t = time.perf_counter()
-    cent, labels, x = clustered(n, args.clusters, args.topics, args.noise)
+    cent, labels, x = clustered(n, clusters, args.topics, args.noise)
     qs = queries(args.queries, cent, labels, n, args.noise)
-    res["generate_s"] = round(time.perf_counter() - t, 2)
-
-    # numpy ground truth (batched, bounded memory) and the one-query-at-a-time baseline
-    truth = np.empty((len(qs), K), np.int64)
+    generate_s = time.perf_counter() - t
+    truth = np.empty((len(qs), K), np.int64)  # batched, bounded memory
     for s in range(0, len(qs), 20):
         sims = qs[s:s + 20] @ x.T
         part = np.argpartition(-sims, K, axis=1)[:, :K]
         order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1)
         truth[s:s + 20] = np.take_along_axis(part, order, axis=1)
         del sims
-    lat = []
-    for q in qs:
-        t = time.perf_counter()
-        top_k(x, q)
-        lat.append(time.perf_counter() - t)
-    res["numpy"] = ms(lat)
+    n_exact = min(len(qs), args.exact_queries if n < 1_000_000 else args.exact_queries_1m)
+    n_exact = n_exact if clusters else 0  # uniform: the exact scan is timed on clustered data
+    sweep_out: list[dict] = []
+    left = iter(range(args.repeats, 0, -1))
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_vectors_"))
-    try:
-        store = LanceStore(tmp / "index", "synthetic-384", DIM)
-        t = time.perf_counter()
-        for s in range(0, n, BATCH):
-            e = min(n, s + BATCH)
-            store.add([Chunk(id=f"v{i}", doc_id=f"doc{i // 100}", source=f"doc{i // 100}.md",
-                             position=i % 100, text=f"synthetic chunk {i}") for i in range(s, e)],
-                      x[s:e])
-        res["insert_s"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        store.optimize()
-        res["optimize_s"] = round(time.perf_counter() - t, 2)
+    def numpy_pass() -> dict:
+        for q in qs[:WARMUP]:
+            top_k(x, q)
+        lat = []
+        for q in qs:
+            t0 = time.perf_counter()
+            top_k(x, q)
+            lat.append(time.perf_counter() - t0)
+        return ms(lat)
 
-        n_exact = len(qs) if n < 1_000_000 else min(len(qs), args.exact_queries)
-        res["exact"] = timed_search(store, qs[:n_exact], truth[:n_exact])
+    def lance_run() -> dict:
+        last = next(left) == 1
+        tmp = Path(tempfile.mkdtemp(prefix="bench_vectors_"))
+        res: dict = {}
+        try:
+            store = LanceStore(tmp / "index", "synthetic-384", DIM)
+            t0 = time.perf_counter()
+            for s in range(0, n, BATCH):
+                e = min(n, s + BATCH)
+                store.add([Chunk(id=f"v{i}", doc_id=f"doc{i // 100}", source=f"doc{i // 100}.md",
+                                 position=i % 100, text=f"synthetic chunk {i}")
+                           for i in range(s, e)], x[s:e])
+            store.optimize()
+            res["insert_s"] = time.perf_counter() - t0
+            if n_exact:
+                res["exact"] = timed_search(store, qs[:n_exact], truth[:n_exact])
+            t0 = time.perf_counter()
+            res["index"] = store.build_ann_index(args.kind, args.num_partitions)
+            res["build_s"] = time.perf_counter() - t0
+            res["ann"] = timed_search(store, qs, truth)
+            if sweep and last:
+                sweep_out.extend({"nprobes": p, "refine_factor": r}
+                                 | timed_search(store, qs, truth, nprobes=p, refine_factor=r)
+                                 for p, r in SWEEP)
+            store.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return res
 
-        t = time.perf_counter()
-        res["index"] = store.build_ann_index(args.kind, args.num_partitions)
-        res["index"]["build_s"] = round(time.perf_counter() - t, 2)
-        res["index"]["disk_mib"] = round(
-            sum(f.stat().st_size for f in (tmp / "index").rglob("*") if f.is_file()) / 2**20, 1)
+    runs = interleave({"numpy": numpy_pass, "lance": lance_run}, args.repeats,
+                      lambda s: print(f"N={n}{'' if clusters else ' uniform'}: {s}", flush=True))
+    lance = runs["lance"]
+    return {
+        "n": n, "clusters": clusters, "generate_s": generate_s, "exact_queries": n_exact,
+        "runs": runs, "sweep_last_repeat": sweep_out,
+        "numpy_p50_ms": spread([r["p50_ms"] for r in runs["numpy"]]),
+        "numpy_p95_ms": spread([r["p95_ms"] for r in runs["numpy"]]),
+        "insert_s": spread([r["insert_s"] for r in lance]),
+        "build_s": spread([r["build_s"] for r in lance]),
+        "exact_p50_ms": spread([r["exact"]["p50_ms"] for r in lance]) if n_exact else None,
+        "exact_p95_ms": spread([r["exact"]["p95_ms"] for r in lance]) if n_exact else None,
+        "exact_recall": spread([r["exact"]["recall_at_10"] for r in lance]) if n_exact else None,
+        "ann_p50_ms": spread([r["ann"]["p50_ms"] for r in lance]),
+        "ann_p95_ms": spread([r["ann"]["p95_ms"] for r in lance]),
+        "ann_recall": spread([r["ann"]["recall_at_10"] for r in lance]),
+        "index": lance[-1]["index"], "peak_rss_mib_so_far": peak_rss_mib(),
+    }
 
-        t = time.perf_counter()
-        store.search(qs[0], k=K)
-        res["ann_cold_first_query_ms"] = round((time.perf_counter() - t) * 1000, 2)
-        kw = {}
-        if args.nprobes is not None:
-            kw["nprobes"] = args.nprobes
-        if args.refine_factor is not None:
-            kw["refine_factor"] = args.refine_factor
-        res["ann"] = timed_search(store, qs, truth, **kw)
-        res["ann"]["params"] = kw or "store defaults"
-        if not args.no_sweep:
-            res["ann_sweep"] = [
-                {"nprobes": p, "refine_factor": r} | timed_search(store, qs, truth, nprobes=p,
-                                                                  refine_factor=r)
-                for p, r in SWEEP]
-        store.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    res["peak_rss_mib_so_far"] = rss_mib()
-    return res
+
+def _n(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def markdown(results: list[dict], args: argparse.Namespace, defaults: tuple[int, int]) -> str:
+    lines = [
+        f"**Synthetic data, not text embeddings:** 384-dimensional unit vectors in "
+        f"{args.clusters} clusters (centroids mixed from {args.topics} topic directions, noise "
+        f"{args.noise} per dimension); {args.queries} queries (a cluster centroid plus fresh "
+        "noise), k = 10, recall@10 against numpy brute force. ANN index: "
+        f"{args.kind.upper()}, cosine, ~√N partitions, searched with the store's defaults "
+        f"(nprobes {defaults[0]}, refine_factor {defaults[1]}). Median (min–max) of "
+        f"{args.repeats} interleaved repeats (numpy, then a fresh LanceStore); p95 is the "
+        "median of the repeats' p95s.",
+        "",
+        "| N | data | insert, s | index build, s | exact p50 / p95, ms | ANN p50 / p95, ms | "
+        "ANN recall@10 | numpy p50 / p95, ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        data = f"{r['clusters']} clusters" if r["clusters"] else "**uniform random**"
+        exact = ("not timed" if not r["exact_queries"] else
+                 f"{fmt(r['exact_p50_ms'])} / {r['exact_p95_ms']['median']:.1f}"
+                 + (f" ({r['exact_queries']} queries)" if r["exact_queries"] < args.queries
+                    else ""))
+        lines.append(
+            f"| {_n(r['n'])} | {data} | {fmt(r['insert_s'])} | {fmt(r['build_s'])} | "
+            f"{exact} | "
+            f"**{fmt(r['ann_p50_ms'])}** / {r['ann_p95_ms']['median']:.1f} | "
+            f"**{fmt(r['ann_recall'], 3)}** | {fmt(r['numpy_p50_ms'], 2)} / "
+            f"{r['numpy_p95_ms']['median']:.1f} |")
+    swept = [r for r in results if r["sweep_last_repeat"]]
+    if swept:
+        big = swept[-1]
+        lines += ["", f"Other search settings on the last repeat's index at {_n(big['n'])} "
+                  "(one pass each; refine_factor 0 = no exact re-ranking of the 8-bit codes):",
+                  "", "| nprobes | refine_factor | p50 / p95, ms | recall@10 |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {s['nprobes']} | {s['refine_factor']} | {s['p50_ms']:.1f} / "
+                  f"{s['p95_ms']:.1f} | {s['recall_at_10']:.3f} |"
+                  for s in big["sweep_last_repeat"]]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000,1000000",
+    ap.add_argument("--sizes", default="100000,1000000",
                     help="comma-separated numbers of stored vectors")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--exact-queries", type=int, default=20,
-                    help="queries timed for exact search at N >= 1M")
+    ap.add_argument("--exact-queries", type=int, default=50,
+                    help="queries timed for exact search (each reads every vector)")
+    ap.add_argument("--exact-queries-1m", type=int, default=10,
+                    help="the same at N >= 1M")
     ap.add_argument("--kind", default="ivf_sq", help="LanceStore.build_ann_index kind")
     ap.add_argument("--num-partitions", type=int, default=None, help="default: ~sqrt(N)")
-    ap.add_argument("--nprobes", type=int, default=None, help="default: the store's")
-    ap.add_argument("--refine-factor", type=int, default=None, help="default: the store's")
     ap.add_argument("--clusters", type=int, default=1000, help="0: uniform random vectors")
     ap.add_argument("--topics", type=int, default=30)
     ap.add_argument("--noise", type=float, default=0.06, help="per-dimension std")
+    ap.add_argument("--uniform", type=int, default=100_000,
+                    help="also run uniform random vectors at this N (0: skip)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the nprobes/refine sweep")
-    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--quick", action="store_true",
+                    help="10k clustered + 10k uniform, 50 queries, 1 repeat, no docs")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.queries, args.repeats, args.uniform = "10000", 50, 1, 10_000
+    m = machine()
 
     from llm_ladder.rag import stores
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    doc = {
-        "bench": "vectors", "dim": DIM, "k": K, "queries": args.queries,
-        "data": {"clusters": args.clusters, "topics": args.topics, "noise": args.noise},
-        "kind": args.kind,
-        "store_defaults": {"nprobes": stores.DEFAULT_NPROBES,
-                           "refine_factor": stores.DEFAULT_REFINE_FACTOR},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "lancedb": __import__("lancedb").__version__,
-                    "numpy": np.__version__, "loadavg_start": os.getloadavg()},
-        "results": [],
-    }
-    for n in sizes:
-        doc["results"].append(bench_size(n, args))
-    doc["machine"]["loadavg_end"] = os.getloadavg()
-    doc["peak_rss_mib"] = rss_mib()
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    results = [bench_size(n, args, args.clusters, sweep=not args.no_sweep) for n in sizes]
+    if args.uniform and args.clusters:
+        results.append(bench_size(args.uniform, args, 0, sweep=False))
+    defaults = (stores.DEFAULT_NPROBES, stores.DEFAULT_REFINE_FACTOR)
+    doc = {"args": vars(args), "dim": DIM, "k": K,
+           "store_defaults": {"nprobes": defaults[0], "refine_factor": defaults[1]},
+           "results": results, "peak_rss_mib": peak_rss_mib()}
+    md = markdown(results, args, defaults) + f"\n\nPeak RSS {doc['peak_rss_mib']:.0f} MiB."
+    publish("vectors", doc, md, m, write_docs=not args.quick)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+STARTED = time.perf_counter()  # the benchmark's wall time runs from here (import)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -175,13 +176,16 @@ def publish(name: str, doc: dict[str, Any], markdown: str, m: dict[str, Any] | N
     m = m or machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python " + " ".join(["bench/" + Path(sys.argv[0]).name] + sys.argv[1:])
-    full = {"bench": name, "measured": now, "command": command, "machine": m, **doc}
+    wall_s = round(time.perf_counter() - STARTED, 1)
+    full = {"bench": name, "measured": now, "command": command, "wall_s": wall_s, "machine": m,
+            **doc}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(full, indent=2), encoding="utf-8")
     if write_docs:
         section = (f"```\n{command}\n```\n\n{markdown.strip()}\n\n"
-                   f"Measured {now}. {machine_line(m)} Raw: `bench/results/{name}.json`.")
+                   f"Measured {now}; the benchmark took {wall_s / 60:.1f} min. {machine_line(m)} "
+                   f"Raw: `bench/results/{name}.json`.")
         DOC.write_text(replace_section(DOC.read_text(encoding="utf-8"), name, section),
                        encoding="utf-8")
     print(f"wrote {path.relative_to(ROOT)}" + (f" and its section of {DOC.relative_to(ROOT)}"

@@ -133,3 +133,21 @@ def test_a_pickled_adapter_is_refused(tmp_path):
     (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04not really")
     with pytest.raises(LadderError, match="only safetensors"):
         TransformersModel(adapter=str(tmp_path))
+
+
+def test_the_end_of_turn_id_is_looked_up_once_per_build(tok, monkeypatch):
+    # get_vocab() copies the whole vocabulary (2 s a call for Gemma's 262k entries): once per
+    # build_rows, not once per example
+    calls = []
+    real = type(tok).get_vocab
+
+    def counted(self):
+        calls.append(1)
+        return real(self)
+
+    monkeypatch.setattr(type(tok), "get_vocab", counted)
+    exs = [Example(id=f"e{i}", input=f"question number {i}?", output=f"label-{i}")
+           for i in range(12)]
+    rows, _ = build_rows(exs, user, tok, 256, 1)
+    assert len(rows) == 12
+    assert len(calls) == 1

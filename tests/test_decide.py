@@ -136,7 +136,7 @@ def test_budget_excludes_a_rung_that_meets_the_quality_bar(setup):
     rec = recommend(task, [slow, ok], store)
     assert rec["rung"] == "system-prompt"
     assert any("p95 latency 3000 ms is over the 1000 ms budget" in n for n in rec["notes"])
-    assert "within budget (p95 200 ms ≤ 1000 ms" in rec["reason"]
+    assert "within budget (batch p95 200 ms ≤ 1000 ms" in rec["reason"]
 
 
 def test_no_rung_meets_the_bar_explains_failures(setup):

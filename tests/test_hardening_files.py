@@ -136,7 +136,8 @@ def _tune_once(task_dir: str, n: int, started, waiting, errors, events) -> None:
     from llm_ladder.session import prepare
     from llm_ladder.task import load_task
 
-    def fake_train(folder, cfg, rows, dev, pad, work, out, resume=False, on_step=None):
+    def fake_train(folder, cfg, rows, dev, pad, work, out, resume=False, on_step=None,
+                   **_):
         if work.exists():  # what the real trainer does with a folder it did not resume
             import shutil as _shutil
             _shutil.rmtree(work)

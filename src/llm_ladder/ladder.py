@@ -33,6 +33,7 @@ from llm_ladder.models.base import ChatModel
 from llm_ladder.report import write_report
 from llm_ladder.results import LadderResult, Recommendation, Summary
 from llm_ladder.rungs.base import Pipeline, get_rung, needs_of
+from llm_ladder.serving.latency import probe_rung, served
 from llm_ladder.session import Prepared, Session, check_context, open_session, open_task
 from llm_ladder.store import Store
 from llm_ladder.task import Task
@@ -103,6 +104,10 @@ def run_rung(prep: Prepared, rung_name: str, model_key: str, model: ChatModel, s
     run_id, summary = _store_run(task, store, pipeline, pipeline.model or model,
                                  prep.splits.test, metric, rung_name, model_key, "test", config,
                                  resume=resume, progress=progress, ladder_id=ladder_id)
+    # per-request latency as `ladder serve` serves it (alone, at the serving concurrency);
+    # measured again on resume, never stored as predictions (serving/latency.py)
+    summary["served_latency"] = probe_rung(task, pipeline, model, rung_name, model_key,
+                                           [e.input for e in prep.splits.test], run_id)
     if planned:  # the family the decision corrects for, stored so reports decide the same way
         summary["planned_rungs"] = planned
     if cell:
@@ -225,8 +230,11 @@ def grid_row(summary: Summary, cell: Cell) -> dict[str, Any]:
     return {"cell": summary.get("rung"), "rung": cell.rung, "model": cell.model,
             "quality": q.get("value"), "low": q.get("low"), "high": q.get("high"),
             "cost_per_1k_usd": summary.get("cost_per_1k_usd"),
-            "latency_p50_s": summary.get("latency_p50_s"),
+            "latency_p50_s": summary.get("latency_p50_s"),  # batch latency (throughput)
             "latency_p95_s": summary.get("latency_p95_s"),
+            "served_p50_s": served(summary).get("p50_s"),  # at the serving concurrency
+            "served_p95_s": served(summary).get("p95_s"),
+            "served_alone_p95_s": served(summary, "alone").get("p95_s"),
             "one_time_s": (summary.get("one_time") or {}).get("seconds"),
             "expected_cost_per_1k_usd": cell.cost_per_1k}
 

@@ -30,10 +30,13 @@ class Summary(TypedDict, total=False):
     unscored: int
     tokens_in_mean: float | None
     tokens_out_mean: float | None
-    latency_p50_s: float | None
+    latency_p50_s: float | None  # batch latency: the evaluation's chunks (a throughput figure)
     latency_p95_s: float | None
     cost_per_1k_usd: float | None
-    one_time: dict[str, Any]  # training / labelling: seconds, what, usd
+    one_time: dict[str, Any]  # training / labelling: seconds, what, usd, artifact_bytes
+    # per request as `ladder serve` answers it: k, concurrency, alone / concurrent p50, p95,
+    # time to first token (serving/latency.py); {"skipped": why} when not probed
+    served_latency: dict[str, Any]
     rag: dict[str, Any]  # retrieval and grounding scores (RAG rungs)
 
 

@@ -204,8 +204,20 @@ class FinetuneConfig(Strict):
     target_modules: list[str] = Field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     learning_rate: float = Field(1e-3, gt=0, le=1)
+    full_learning_rate: float = Field(
+        5e-5, gt=0, le=1, description="peak learning rate of the `full` rung (every weight "
+                                      "trained; LoRA's learning_rate would wreck the base)")
     epochs: float = Field(3, gt=0, le=100)
     batch_size: int = Field(8, ge=1, le=1024)
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="peak memory training should fit: the recipe splits batches "
+                                "into micro-batches (same update) and checkpoints activations "
+                                "only when needed")
+    micro_batch_tokens: int | None = Field(
+        None, ge=1, description="split each batch into micro-batches of at most this many "
+                                "padded tokens (same update); default: from max_memory_gb")
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on only when max_memory_gb needs it")
     grad_accum: int = Field(1, ge=1, le=1024)
     max_seq_len: int = Field(512, ge=16, le=131072)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
@@ -236,6 +248,12 @@ class ServeConfig(Strict):
     log_requests: bool = True
     redact: list[str] = Field(default_factory=list,
                               description="named patterns (email, phone, ...) or regexes")
+    latency_probe: int = Field(8, ge=0, le=1000, description=(
+        "test inputs `ladder run` sends through this serving path after each rung to measure "
+        "served latency, alone and at latency_concurrency (0 = off; docs/decision.md)"))
+    latency_concurrency: int = Field(4, ge=1, le=512, description=(
+        "clients sending at once when served latency is measured: the load "
+        "budget.latency_p95_ms is judged at"))
 
 
 class StoreConfig(Strict):

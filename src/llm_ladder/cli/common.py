@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from llm_ladder.ladder import planned_cells, power
+from llm_ladder.serving.latency import served
 from llm_ladder.session import Session, open_task
 from llm_ladder.store import Store
 from llm_ladder.task import Task
@@ -127,8 +128,11 @@ def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:
     """The ladder table: one row per rung summary."""
     t = Table(title=esc(title))
     one_time = any(s.get("one_time") for s in summaries)
+    # served: per request as `ladder serve` answers at the serving concurrency (the budget's
+    # figure); batch: the evaluation's batches, a throughput figure (serving/latency.py)
     for col in ("rung", "quality [95% CI]", "n", "unscored", "tok in", "tok out",
-                "p50 ms", "p95 ms", "$/1k req") + (("one-time",) if one_time else ()):
+                "served p50 ms", "served p95 ms", "batch p95 ms", "$/1k req") + (
+                    ("one-time",) if one_time else ()):
         t.add_column(col, justify="left" if col in ("rung", "one-time") else "right")
     for s in summaries:
         q = s["quality"]
@@ -138,10 +142,12 @@ def summary_table(summaries: list[dict[str, Any]], title: str) -> Table:
             o = s.get("one_time") or {}
             extra = [f"{o['seconds']:.0f} s {o.get('what', '')}" if o.get("seconds") is not None
                      else "—"]
-        p50, p95 = s.get("latency_p50_s"), s.get("latency_p95_s")
+        p50, p95 = served(s).get("p50_s"), served(s).get("p95_s")
+        batch = s.get("latency_p95_s")
         t.add_row(esc(s["rung"]), qtxt, str(s["n"]), str(s.get("unscored", 0)),
                   fmt(s.get("tokens_in_mean"), ".0f"), fmt(s.get("tokens_out_mean"), ".1f"),
                   fmt(p50 and p50 * 1000, ".0f"), fmt(p95 and p95 * 1000, ".0f"),
+                  fmt(batch and batch * 1000, ".0f"),
                   fmt(s.get("cost_per_1k_usd"), ".4f"), *map(esc, extra))
     return t
 
@@ -150,10 +156,11 @@ def rung_line(s: dict[str, Any]) -> str:
     """One rung's summary as one plain line (a log shows the rows as they come)."""
     q = s["quality"]
     qtxt = "—" if q["value"] is None else f"{q['value']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"
-    p95 = s.get("latency_p95_s")
+    p95, batch = served(s).get("p95_s"), s.get("latency_p95_s")
     return (f"{s['rung']}: {s.get('metric') or 'quality'} {qtxt}, n {s['n']}, unscored "
-            f"{s['unscored']}, tok in {fmt(s.get('tokens_in_mean'), '.0f')}, p95 "
-            f"{fmt(p95 and p95 * 1000, '.0f')} ms, $/1k {fmt(s.get('cost_per_1k_usd'), '.4f')}")
+            f"{s['unscored']}, tok in {fmt(s.get('tokens_in_mean'), '.0f')}, served p95 "
+            f"{fmt(p95 and p95 * 1000, '.0f')} ms, batch p95 {fmt(batch and batch * 1000, '.0f')}"
+            f" ms, $/1k {fmt(s.get('cost_per_1k_usd'), '.4f')}")
 
 
 def train_events(bar: Progress, loss_in_label: bool = False):

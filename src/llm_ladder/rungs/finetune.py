@@ -1,4 +1,4 @@
-"""The rungs that change the weights: lora, lora-prompt, lora-rag, distill.
+"""The rungs that change the weights: lora, lora-prompt, lora-rag, lora-tools, full, distill.
 
 Each trains (or reuses, by content id) a LoRA adapter on the train split with the same
 prompt builder it uses at inference, then returns that prompting pipeline with its own
@@ -11,10 +11,14 @@ for early stopping; the test split never gets here.
 - lora-tools:  the tool-use request (each example's offered functions, the JSON protocol) at
                train and inference; the target is the reference call written the way the
                tool rungs' demonstrations write it, or the no-call sentence for irrelevance.
+- full:        the input alone, like lora, but every weight is trained (the same loop,
+               loss, schedule, checkpoints and data checks; `full_learning_rate`); its
+               artifact is a whole model folder, evaluated in-process even when
+               `eval_model` serves adapters. Not in the default ladder: `--rungs full`.
 (distill, in rungs/distill.py, is lora on a teacher model's answers to the train inputs.)
-The one-time cost (training seconds, and teacher labelling for distill) goes into the
-pipeline settings, and from there into the run summary as `one_time`. Skipped: full
-fine-tuning and multi-device training.
+The one-time cost (training seconds, and teacher labelling for distill) and the artifact's
+size in bytes go into the pipeline settings, and from there into the run summary as
+`one_time`. Skipped: multi-device training.
 """
 
 from __future__ import annotations
@@ -47,14 +51,23 @@ def _base(ctx: RungContext, cfg: FinetuneConfig, base_key: str | None):
     key = base_key or cfg.base
     mc = ctx.task.model(key)
     if mc.backend != "local":
-        raise LadderError(f"finetune.base {key!r} uses backend {mc.backend!r}; LoRA training "
+        raise LadderError(f"finetune.base {key!r} uses backend {mc.backend!r}; fine-tuning "
                           "needs a local (transformers) model: backend = \"local\"")
     return key, mc, resolve_weights(mc.name, mc.path)
 
 
+# config fields that do not change what one method trains (left out of its adapter id); the
+# memory settings change how a batch is computed, not the update (up to float error)
+MEMORY = {"max_memory_gb", "micro_batch_tokens", "gradient_checkpointing"}
+NOT_RECIPE = {"lora": {"full_learning_rate", *MEMORY},
+              "full": {"r", "alpha", "dropout", "target_modules", "learning_rate", *MEMORY}}
+
+
 def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
-         base_key: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or reuse) the adapter for `rung`; returns its manifest (with `path`)."""
+         base_key: str | None = None, extra: dict[str, Any] | None = None,
+         method: str = "lora") -> dict[str, Any]:
+    """Train (or reuse) the adapter for `rung` (for `method` "full", the whole model);
+    returns its manifest (with `path`)."""
     from transformers import AutoTokenizer  # heavy: only when a rung trains
 
     cfg = finetune_config(ctx)
@@ -71,7 +84,8 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
     if ctx.dev:
         dev_rows, _ = build_rows(ctx.dev, messages, tok, cfg.max_seq_len, 1)
     recipe = cfg.model_dump(exclude={"teacher", "teacher_rung", "base", "min_examples",
-                                      "eval_model"})  # where it is evaluated is no recipe
+                                      "eval_model",  # where it is evaluated is no recipe
+                                      *NOT_RECIPE[method]})
     recipe["precision"] = list(pick_precision(cfg))  # "auto" resolves per machine
     aid = registry.adapter_id(rung, registry.base_fingerprint(folder), data_hash(rows),
                               data_hash(dev_rows) if dev_rows else "", recipe)
@@ -92,8 +106,9 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
                 ctx.on_event({"start": rung, "adapter": aid, "train": len(rows),
                               "dev": len(dev_rows)})
             result, tmp = run_training(folder, cfg, rows, dev_rows, pad, root / f".work-{aid}",
-                                       final, resume=ctx.resume, on_step=ctx.on_event)
-            manifest = {"id": aid, "rung": rung, "task": ctx.task.name,
+                                       final, resume=ctx.resume, on_step=ctx.on_event,
+                                       method=method)
+            manifest = {"id": aid, "rung": rung, "task": ctx.task.name, "method": method,
                         "base": {"key": key, "name": mc.name, "weights": str(folder),
                                  "fingerprint": registry.base_fingerprint(folder)},
                         "data": {"train_hash": data_hash(rows), "train": len(rows),
@@ -119,27 +134,41 @@ def adapter_model(task: Task, base_key: str, adapter_path: str) -> ChatModel:
                              adapter=adapter_path)
 
 
+def tuned_model(task: Task, base_key: str, folder: str) -> ChatModel:
+    """The fully fine-tuned model folder `folder` (safetensors), served like the base."""
+    mc = task.model(base_key)
+    return TransformersModel(name=mc.name, path=folder, batch_size=mc.batch_size,
+                             threads=mc.threads, context_length=mc.context_length)
+
+
 def adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],
             extra_cost_s: float = 0.0) -> Pipeline:
     """The prompting pipeline `prompt` with the trained adapter as its model: the base merged
     with it in-process, or, when the rung is evaluated on a model that serves adapters
-    (`[finetune] eval_model`, a vllm backend), that server naming the adapter per request."""
-    serving = ctx.model if isinstance(ctx.model, ServesAdapters) else None
-    if serving is not None:
-        model: ChatModel = serving.with_adapter(manifest["id"], manifest["path"])
+    (`[finetune] eval_model`, a vllm backend), that server naming the adapter per request.
+    A full fine-tune is its own model folder, always loaded in-process."""
+    full = manifest.get("method") == "full"
+    serving = ctx.model if isinstance(ctx.model, ServesAdapters) and not full else None
+    if full:
+        model: ChatModel = tuned_model(ctx.task, manifest["base"]["key"], manifest["path"])
+    elif serving is not None:
+        model = serving.with_adapter(manifest["id"], manifest["path"])
     else:
         model = adapter_model(ctx.task, manifest["base"]["key"], manifest["path"])
     train_s = manifest["training"]["seconds"]
-    what = (f"LoRA training on {manifest['data']['train']} examples "
-            f"({train_s / 60:.1f} min on {manifest['training']['device']})")
+    size = manifest.get("size_bytes")
+    what = (f"{'full fine-tune' if full else 'LoRA training'} on {manifest['data']['train']} "
+            f"examples ({train_s / 60:.1f} min on {manifest['training']['device']}"
+            + (f"; {'model' if full else 'adapter'} {size / 1e6:.1f} MB" if size else "") + ")")
     if extra_cost_s:
         what += f" + teacher labelling ({extra_cost_s / 60:.1f} min)"
+    keys = ("full_learning_rate", "epochs") if full else ("r", "alpha", "learning_rate",
+                                                           "epochs")
     settings = {**prompt.settings, "adapter": manifest["id"], "adapter_path": manifest["path"],
                 "base": manifest["base"]["name"], "base_key": manifest["base"]["key"],
-                "lora": {k: manifest["config"][k] for k in ("r", "alpha", "learning_rate",
-                                                             "epochs")},
+                "full" if full else "lora": {k: manifest["config"][k] for k in keys},
                 "one_time": {"seconds": train_s + extra_cost_s, "what": what,
-                             "retrain_on_base_upgrade": True}}
+                             "artifact_bytes": size, "retrain_on_base_upgrade": True}}
     return Pipeline(name, prompt.build_messages, prompt.params, prompt.parse, settings,
                     prompt.retrieve, model)
 
@@ -153,6 +182,19 @@ class Lora:
     def build(self, ctx: RungContext) -> Pipeline:
         prompt = get_rung(self.prompt_rung).build(ctx)
         manifest = tune(ctx, self.name, prompt, ctx.train, ctx.base_key)
+        return adapted(ctx, self.name, prompt, manifest)
+
+
+class Full(Lora):
+    """Every weight of the small model trained on the train split (the input alone, as
+    `lora`): the same recipe, checkpoints and data checks, a whole model as its artifact."""
+
+    name = "full"
+    description = "full fine-tune (every weight) of the small model; the input alone"
+
+    def build(self, ctx: RungContext) -> Pipeline:
+        prompt = get_rung(self.prompt_rung).build(ctx)
+        manifest = tune(ctx, self.name, prompt, ctx.train, ctx.base_key, method="full")
         return adapted(ctx, self.name, prompt, manifest)
 
 

@@ -2,7 +2,8 @@
 model it calls.
 
 A stored run with an adapter is served with exactly that adapter: its prompt rung is built
-and the adapter loaded on the base, so serving never trains. A rung that stores what it chose
+and the adapter loaded on the base (a `full` run: its whole tuned model folder), so serving
+never trains. A rung that stores what it chose
 (`from_run`: the optimized prompt) is rebuilt from the run's settings, so serving never
 searches again. Settings that drifted since the run (data or task changed) are reported as
 warnings; a different adapter is refused.
@@ -18,7 +19,7 @@ from llm_ladder.errors import LadderError
 from llm_ladder.models import build_model
 from llm_ladder.models.base import ChatModel
 from llm_ladder.rungs.base import Pipeline, get_rung
-from llm_ladder.rungs.finetune import adapter_model
+from llm_ladder.rungs.finetune import adapter_model, tuned_model
 from llm_ladder.serving.app import Served
 from llm_ladder.serving.guard import load_schema
 from llm_ladder.session import Prepared, open_session
@@ -52,12 +53,17 @@ def build_served(task: Task, rung: str, model_key: str = "default",
     settings = ((run or {}).get("config") or {}).get("settings") or {}
     if settings.get("adapter_path"):
         path = Path(settings["adapter_path"])
-        if not (path / "adapter_config.json").is_file():
-            raise LadderError(f"{path}: the run's adapter {settings.get('adapter')!r} is gone "
-                              "(no adapter_config.json); train it again with its rung")
+        full = "full" in settings  # a full fine-tune: a whole model folder, not an adapter
+        marker = "config.json" if full else "adapter_config.json"
+        if not (path / marker).is_file():
+            raise LadderError(f"{path}: the run's {'model' if full else 'adapter'} "
+                              f"{settings.get('adapter')!r} is gone (no {marker}); train it "
+                              "again with its rung")
         pipeline, prep = build_pipeline(task, prompt_rung(rung), embedder)
         pipeline.rung = rung
-        pipeline.model = adapter_model(task, settings.get("base_key") or "default", str(path))
+        base_key = settings.get("base_key") or "default"
+        pipeline.model = (tuned_model(task, base_key, str(path)) if full
+                          else adapter_model(task, base_key, str(path)))
         pipeline.settings = {**pipeline.settings, **{k: settings[k] for k in settings
                                                      if k not in pipeline.settings}}
     else:

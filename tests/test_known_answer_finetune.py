@@ -34,6 +34,18 @@ TEMPLATES = ["My {p} arrived broken, what now?", "The {p} will not turn on after
              "Does the {p} work outside in the rain?", "Who repairs a {p} near Lyon?",
              "The screen of my {p} is cracked.", "Can two people share one {p} account?"]
 
+# the two real local models of the model-choice tests (also tests/test_known_answer_models.py)
+TWO_MODELS = """
+[models.default]
+backend = "local"
+name = "smollm2-135m"
+batch_size = 16
+[models.gemma]
+backend = "llamacpp"
+name = "gemma3-270m"
+context_length = 1024
+"""
+
 
 def rows() -> list[dict]:
     out = []
@@ -81,15 +93,7 @@ min_examples = 20
 [ladder]
 models = ["default", "gemma"]
 calibrate_n = 2
-[models.default]
-backend = "local"
-name = "smollm2-135m"
-batch_size = 16
-[models.gemma]
-backend = "llamacpp"
-name = "gemma3-270m"
-context_length = 1024
-""", encoding="utf-8")
+""" + TWO_MODELS, encoding="utf-8")
     proc = subprocess.run([*LADDER, "run", str(root), "--all", "--no-report", "--json"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -28,17 +28,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ladder_json
-
-MODELS = """
-[models.default]
-backend = "local"
-name = "smollm2-135m"
-batch_size = 16
-[models.gemma]
-backend = "llamacpp"
-name = "gemma3-270m"
-context_length = 1024
-"""
+from test_known_answer_finetune import TWO_MODELS as MODELS
 
 
 def jsonl(path: Path, items: list[dict]) -> None:

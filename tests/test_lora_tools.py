@@ -65,6 +65,12 @@ def test_lora_tools_trains_on_the_tool_use_request_and_is_scored_like_the_tool_r
     assert rows["lora-tools"]["n"] == rows["tool-use"]["n"] == len(test_ids)
     assert rows["lora-tools"]["metric"] == rows["tool-use"]["metric"] == "tool_call"
     assert rows["lora-tools"]["one_time"]["seconds"] > 0
+    # at inference too the tuned model gets each example's offered functions, exactly the
+    # tool rung's request (it once got the bare request and refused every test example)
+    sent = {r: {p["example_id"]: p["messages"]
+                for p in session.store.predictions(rows[r]["run_id"])} for r in rows}
+    assert sent["lora-tools"] == sent["tool-use"]
+    assert all("Tools:" in json.dumps(m) for m in sent["lora-tools"].values())
     train = captured["train"]
     assert train and not {e.id for e in train} & test_ids
     # the training prompt is exactly the request the tool rung sends for that example

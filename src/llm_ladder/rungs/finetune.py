@@ -169,8 +169,11 @@ def adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, A
                 "full" if full else "lora": {k: manifest["config"][k] for k in keys},
                 "one_time": {"seconds": train_s + extra_cost_s, "what": what,
                              "artifact_bytes": size, "retrain_on_base_upgrade": True}}
+    # the prompting rung's tool loop too (lora-tools): it renders each example's offered
+    # functions into the request, as in the training rows; without it the tuned model saw
+    # the bare request and answered "no tool fits" to every test example
     return Pipeline(name, prompt.build_messages, prompt.params, prompt.parse, settings,
-                    prompt.retrieve, model)
+                    prompt.retrieve, model, loop=prompt.loop)
 
 
 class Lora:

@@ -80,10 +80,11 @@ lint: install-dev
 # that they all run (tiny sizes, 1 repeat, no docs written). bench_llamacpp builds llama.cpp's
 # llama-bench once per machine and caches it outside the repo (bench/build_llama_bench.sh).
 # bench_vllm needs the vLLM venv: `make bench-vllm`, kept out of `make bench`.
-BENCH := local train serve llamacpp openai rag vectors audit
+BENCH := local train train_memory serve llamacpp openai rag vectors audit
 bench: install-dev
 	$(PY) bench/bench_local.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train_memory.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_openai.py
@@ -95,6 +96,7 @@ bench: install-dev
 bench-quick: install-dev
 	$(PY) bench/bench_local.py --quick
 	$(PY) bench/bench_train.py --quick
+	$(PY) bench/bench_train_memory.py --quick
 	$(PY) bench/bench_serve.py --quick
 	$(PY) bench/bench_llamacpp.py --quick
 	$(PY) bench/bench_openai.py --quick

@@ -13,11 +13,12 @@ Variants (`--variants a,b,...`), each a FinetuneConfig plus at most one loader s
 - ckpt:      gradient_checkpointing = "on" (activation checkpointing, use_reentrant=False)
 - mem2:      max_memory_gb = 2 (the recipe picks micro-batch and checkpointing to fit)
 Variants alternate (A B C A B C) over `--repeats` so background load hits all alike.
-Results go to bench/results/train_memory[-TAG].json only (docs/finetune.md quotes them by
-hand, with this command). The code before a change is measured by pointing PYTHONPATH at an
-export of that commit's src/ (`--tag head`).
+Results go to bench/results/train_memory[-TAG].json and, without --tag or --quick, to the
+train_memory section of docs/benchmarks.md. The code before a change is measured by
+pointing PYTHONPATH at an export of that commit's src/ (`--tag head`).
 
-    python bench/bench_train_memory.py [--steps 2] [--repeats 1] [--variants baseline,mem2]
+    python bench/bench_train_memory.py [--steps 1] [--repeats 3] [--variants baseline,mem2]
+    python bench/bench_train_memory.py --quick
     PYTHONPATH=/tmp/head/src python bench/bench_train_memory.py --variants baseline --tag head
 """
 
@@ -31,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import interleave, machine, peak_rss_mib, publish, spread
+from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
 
 VARIANTS: dict[str, dict] = {
     "baseline": {}, "fp32": {"dtype": "float32"}, "eager": {},
@@ -69,23 +70,55 @@ def one(variant: str, steps: int, seq: int, completion: int, batch: int) -> dict
                          eval_every=10_000, **VARIANTS[variant])
     with tempfile.TemporaryDirectory() as d:
         result, _ = train(folder, cfg, rows, [], 0, Path(d) / "work", Path(d) / "out")
+    plan = result.memory or {}
     return {"peak_rss_mib": peak_rss_mib(), "tokens_per_s": result.tokens_per_s,
+            "plan": plan.get("note", "") + (f", {plan['micro_tokens']}-token micro-batches"
+                                            if plan.get("micro_tokens") else ""),
             "seconds": result.seconds, "steps": result.steps, "dtype": result.dtype,
             "final_loss": result.history[-1]["loss"]}
 
 
+LABELS = {
+    "baseline": "recipe defaults, whole batches",
+    "ckpt": "activation checkpointing on, whole batches",
+    "mem2": "`max_memory_gb = 2` (the recipe plans micro-batches / checkpointing)",
+    "mem3": "`max_memory_gb = 3`", "fp32": "float32 (no bf16 autocast)",
+    "eager": "eager attention instead of sdpa",
+}
+
+
+def table(summary: dict, a: argparse.Namespace) -> str:
+    rows = [f"LoRA (the recipe's defaults: r 16, all seven projections) on SmolLM2-135M, "
+            f"{a.steps} optimizer steps of {a.batch} rows x {a.seq} tokens ({a.completion} of "
+            "them the completion); peak resident memory (VmHWM) of the training process, "
+            "median (min–max) of "
+            f"{a.repeats} interleaved repeats. Goal (issue 13): under 2 GiB (2,048 MiB) without "
+            "losing the training speed goal.", "",
+            "| variant | peak MiB | under 2 GiB | train tok/s | plan |", "|---|---:|:--:|---:|---|"]
+    for v, s in summary.items():
+        peak = s["peak_rss_mib"]
+        rows.append(f"| {LABELS.get(v, v)} | {fmt(peak, 0)} | "
+                    f"{'yes' if peak['max'] < 2048 else 'no'} | {fmt(s['tokens_per_s'])} | "
+                    f"{s['plan']} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--completion", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--variants", default="baseline,fp32,eager,ckpt,mem2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", default="baseline,ckpt,mem2")
+    ap.add_argument("--quick", action="store_true", help="1 step of 2 x 128 tokens, 1 repeat, "
+                    "no docs")
     ap.add_argument("--tag", default="", help="results file suffix (e.g. 'head' for a run "
-                    "with PYTHONPATH pointing at an older checkout)")
+                    "with PYTHONPATH pointing at an older checkout); no docs written")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.quick:
+        a.steps, a.seq, a.completion, a.batch, a.repeats = 1, 128, 32, 2, 1
     if a.one:
         print("RESULT " + json.dumps(one(a.one, a.steps, a.seq, a.completion, a.batch)))
         return
@@ -106,14 +139,14 @@ def main() -> None:
     results = interleave({v: variant(v) for v in a.variants.split(",")}, a.repeats)
     summary = {v: {"peak_rss_mib": spread([r["peak_rss_mib"] for r in rs]),
                    "tokens_per_s": spread([r["tokens_per_s"] for r in rs]),
-                   "dtype": rs[0]["dtype"]} for v, rs in results.items()}
+                   "dtype": rs[0]["dtype"], "plan": rs[0]["plan"]} for v, rs in results.items()}
     for v, s in summary.items():
         print(f"{v:10s} peak {s['peak_rss_mib']['median']:7.0f} MiB  "
-              f"{s['tokens_per_s']['median']:7.1f} tok/s  ({s['dtype']})")
+              f"{s['tokens_per_s']['median']:7.1f} tok/s  ({s['dtype']}; {s['plan']})")
     doc = {"steps": a.steps, "seq": a.seq, "completion": a.completion, "batch": a.batch,
            "repeats": a.repeats, "results": results, "summary": summary}
-    publish("train_memory" + (f"-{a.tag}" if a.tag else ""), doc, "", machine(),
-            write_docs=False)
+    publish("train_memory" + (f"-{a.tag}" if a.tag else ""), doc, table(summary, a), machine(),
+            write_docs=not (a.quick or a.tag))
 
 
 if __name__ == "__main__":

@@ -230,7 +230,12 @@ def saved_bytes_per_token(model: Any, pad_id: int, device: str, autocast: Any, t
     row of 16 and of `tokens` tokens (8 completion positions each) with every tensor saved
     for the backward pass counted once (by storage); the difference over the extra tokens is
     the per-token cost at that length (what does not grow with tokens, such as the weights
-    and their bf16 copies under autocast, cancels out). No backward pass is run."""
+    and their bf16 copies under autocast, cancels out). No backward pass is run.
+
+    Rows longer than PROBE_MAX tokens are not run: the graph of one 512-token row is itself
+    ~0.7 GB, which set the whole training's peak under `max_memory_gb = 2`. The saved bytes
+    are measured at 16, PROBE_MAX / 2 and PROBE_MAX tokens instead and the quadratic through
+    them (attention without sdpa keeps seq x seq scores) gives the size at `tokens`."""
 
     def saved(tokens: int) -> int:
         seen: dict[int, int] = {}
@@ -241,7 +246,11 @@ def saved_bytes_per_token(model: Any, pad_id: int, device: str, autocast: Any, t
                 seen[st.data_ptr()] = st.nbytes()
             except (RuntimeError, NotImplementedError):  # a tensor without storage
                 pass
-            return t
+            # Detached: a saved output returned as itself would point back at its own graph
+            # node, a cycle through C++ that Python's collector cannot see, and the whole
+            # graph would stay resident (it did: 3.3 GiB after three probes). No backward
+            # pass runs on this graph, so the lost grad_fn does not matter.
+            return t.detach()
 
         ids = [pad_id + 1] * tokens
         batch = collate([TrainRow("probe", ids, [IGNORE] * (tokens - 8) + ids[-8:])],
@@ -252,7 +261,19 @@ def saved_bytes_per_token(model: Any, pad_id: int, device: str, autocast: Any, t
         return sum(seen.values())
 
     tokens = max(tokens, 32)
-    return max(0.0, (saved(tokens) - saved(16)) / (tokens - 16))
+    if tokens <= PROBE_MAX:
+        return max(0.0, (saved(tokens) - saved(16)) / (tokens - 16))
+    xs = (16, PROBE_MAX // 2, PROBE_MAX)
+    ys = [saved(x) for x in xs]
+
+    def at(x: int) -> float:  # Lagrange form of the quadratic through (xs, ys)
+        return sum(y * math.prod((x - xk) / (xj - xk) for xk in xs if xk != xj)
+                   for xj, y in zip(xs, ys, strict=True))
+
+    return max(0.0, (at(tokens) - ys[0]) / (tokens - 16))
+
+
+PROBE_MAX = 128  # the longest row `saved_bytes_per_token` runs
 
 
 SLACK = 1.25  # saved activations -> peak: the backward pass's gradients, allocator slack
@@ -277,23 +298,30 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     picked (or when `gradient_checkpointing` = "on").
 
     peak ~ fixed + tokens per micro-batch x bytes per token, where fixed = resident memory
-    now (process, weights) + gradients and AdamW moments of the trained weights (3 x their
-    float32 size) + bf16 copies of the weights under autocast + the chunked loss's logits
-    (CE_CHUNK x vocabulary, float32, three copies), and bytes per token is what the autograd
-    graph keeps (`saved_bytes_per_token`, at the longest row's length) times SLACK for the
-    backward pass's transient gradients. With checkpointing the graph keeps each layer's
-    input and what lives outside the layers (measured the same way), plus one layer's
-    activations and their gradients while it is recomputed (2 x plain / layers).
+    after the measuring passes (process, every weight paged in) + gradients and AdamW
+    moments of the trained weights (3 x their float32 size) + bf16 copies of the weights
+    under autocast + the chunked loss's logits (CE_CHUNK x vocabulary, float32, three
+    copies), and bytes per token is what the autograd graph keeps (`saved_bytes_per_token`,
+    at the longest row's length) times SLACK for the backward pass's transient gradients.
+    With checkpointing the graph keeps each layer's input and what lives outside the layers
+    (measured the same way), plus one layer's activations and their gradients while it is
+    recomputed (2 x plain / layers).
     Whole batches when they fit; otherwise the largest token budget that fits; checkpointing
     only when even one longest row does not fit without it (it recomputes each layer's
-    forward: about a third more compute). `micro_batch_tokens` set by hand skips all this.
+    forward: about a third more compute). `micro_batch_tokens` set by hand, or no
+    `max_memory_gb`, skips all this (nothing is measured; `fixed_gb` is then the resident
+    memory before any pass, weights not yet paged in).
     """
     params = list(model.parameters())
     trained = sum(p.numel() for p in params if p.requires_grad)
     copies = sum(p.numel() for p in params) * 2 if use_bf16 else 0
     conf = model.config
     vocab = int(getattr(conf, "vocab_size", 0) or 0)
-    fixed = _rss_bytes() + 3 * 4 * trained + copies + 3 * 4 * CE_CHUNK * vocab
+
+    def fixed_now() -> int:  # the resident part now + what training adds that does not grow
+        return _rss_bytes() + 3 * 4 * trained + copies + 3 * 4 * CE_CHUNK * vocab
+
+    fixed = fixed_now()
     longest = max(len(r.input_ids) for r in rows)
     mode = cfg.gradient_checkpointing
     if cfg.micro_batch_tokens is not None:  # set by hand: no estimate
@@ -301,10 +329,13 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
             _checkpointing(model, True)
         return MemoryPlan(cfg.micro_batch_tokens, mode == "on", fixed / 2**30, 0.0,
                           "micro_batch_tokens set")
-    if cfg.max_memory_gb is None and mode != "on":
-        return MemoryPlan(None, False, fixed / 2**30, 0.0, "no memory limit set")
-    probe = min(longest, 512)
+    if cfg.max_memory_gb is None:  # nothing to fit: nothing measured
+        if mode == "on":
+            _checkpointing(model, True)
+        return MemoryPlan(None, mode == "on", fixed / 2**30, 0.0, "no memory limit set")
+    probe = longest
     plain = saved_bytes_per_token(model, pad_id, device, autocast, torch, probe)
+    fixed = fixed_now()  # the probe's forward passes paged in every weight (safetensors mmap)
 
     def checkpointed() -> float:
         _checkpointing(model, True)
@@ -314,8 +345,6 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
 
     ckpt = mode == "on"
     per_token = checkpointed() if ckpt else SLACK * plain
-    if cfg.max_memory_gb is None:
-        return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "no memory limit set")
     room = cfg.max_memory_gb * 2**30 - fixed
     if room >= cfg.batch_size * longest * per_token:
         return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")

@@ -28,8 +28,13 @@ def smol():
 
 def write_task(folder: Path, n_rows: int = 40, extra: str = "", max_test: int = 6,
                model: str = '[models.default]\nbackend = "local"\nname = "smollm2-135m"\n'
-               'batch_size = 4\n') -> Path:
-    """A small real task: the first `n_rows` construction-FAQ questions -> category."""
+               'batch_size = 4\n', latency_probe: int = 0) -> Path:
+    """A small real task: the first `n_rows` construction-FAQ questions -> category.
+
+    The served-latency probe is off (`latency_probe` = 0) unless asked for or `extra` has its
+    own [serve] table: it sends 1 + 2k more requests per evaluated rung, which only the tests
+    of the probe (test_latency_served.py) look at."""
+    serve = "" if "[serve]" in extra else f"[serve]\nlatency_probe = {latency_probe}\n"
     (folder / "data").mkdir(parents=True, exist_ok=True)
     rows = FAQ.read_text(encoding="utf-8").splitlines()[:n_rows]
     (folder / "data" / "faq.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -53,7 +58,7 @@ max_tokens = 12
 [prompt]
 few_shot_k = 3
 {model}
-""", encoding="utf-8")
+{serve}""", encoding="utf-8")
     return folder
 
 

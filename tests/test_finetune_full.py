@@ -122,6 +122,7 @@ min_examples = 5
     assert full["size_bytes"] == one["full"]["artifact_bytes"]
     # the second run reused the stored model instead of training it again
     assert "already trained" not in first.stderr
+    assert f"training full model {full['id']}" in first.stderr  # not "full adapter"
     assert f"adapter {full['id']} already trained" in second.stderr
     # `ladder serve RUN_ID` serves the run's own tuned model folder (not an adapter)
     from llm_ladder.serving.build import build_served

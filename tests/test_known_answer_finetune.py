@@ -93,6 +93,8 @@ min_examples = 20
 [ladder]
 models = ["default", "gemma"]
 calibrate_n = 2
+[serve]
+latency_probe = 0    # no latency budget here: the served-latency probe would only cost time
 """ + TWO_MODELS, encoding="utf-8")
     proc = subprocess.run([*LADDER, "run", str(root), "--all", "--no-report", "--json"],
                           capture_output=True, text=True, timeout=900)

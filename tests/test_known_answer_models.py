@@ -87,6 +87,8 @@ include = ["few-shot-nearest", "lora"]
 [ladder]
 models = ["default", "gemma"]
 calibrate_n = 2
+[serve]
+latency_probe = 0    # no latency budget here: the served-latency probe would only cost time
 [finetune]
 epochs = 3
 batch_size = 2

@@ -201,7 +201,8 @@ def train_events(bar: Progress, loss_in_label: bool = False):
                           f"{best}", highlight=False)
         elif "start" in ev:
             state.pop("tid", None)  # a new training gets a bar of its own
-            err.print(f"training {ev['start']} adapter {ev['adapter']} on {ev['train']} train "
+            what = "model" if ev["start"] == "full" else "adapter"  # full: every weight
+            err.print(f"training {ev['start']} {what} {ev['adapter']} on {ev['train']} train "
                       f"examples (dev {ev['dev']})")
         elif "step" in ev:
             if "tid" not in state:

@@ -16,8 +16,8 @@ examples/construction-faq on the embedded SmolLM2-135M (transformers, CPU), gree
    time to first token p50/p95/p99; 429s (the deliberate overload answer) counted apart, and
    errors: any other status, an error event inside a stream, a stream without [DONE] AND any
    client exception (timeout, reset), so a failing server cannot look fast; RSS of this
-   process (server + model) before and after. A streamed request is generated alone (no
-   batching), so the streamed load trades throughput for time to first token.
+   process (server + model) before and after; the mean batch size from the request log.
+   Streamed requests are batched together like plain ones (each ends with its own answer).
 3. The server's own path with a model that answers instantly (HTTP, validation, queue,
    hand-off to the worker, SQLite commit, JSON): 200 sequential requests, p50/p95.
 

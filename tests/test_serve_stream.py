@@ -133,10 +133,46 @@ def test_openai_backend_streams_what_it_answers(task, smol, tmp_path):
         msgs, params = [{"role": "user", "content": QUESTIONS[0]}], GenParams(max_tokens=20)
         (want,) = client.generate([msgs], params)
         items = list(client.stream(msgs, params))
+        two = [msgs, [{"role": "user", "content": QUESTIONS[1]}]]
+        batch = list(client.stream_batch(two, params, lambda i: False))
     *parts, gen = items
     assert want.error is None and gen.error is None and len(parts) > 5
     assert "".join(parts) == gen.text == want.text
     assert (gen.tokens_in, gen.tokens_out) == (want.tokens_in, want.tokens_out)
+    ends = {i: g for i, g in batch if isinstance(g, Generation)}
+    assert sorted(ends) == [0, 1] and ends[0].text == want.text
+    assert "".join(d for i, d in batch if i == 1 and isinstance(d, str)) == ends[1].text
+
+
+def test_stream_in_threads_merges_cancels_and_isolates_failures():
+    from llm_ladder.models.base import stream_in_threads
+
+    closed: list[int] = []
+    made = {0: 0, 1: 0, 2: 0}  # words each stream has produced
+
+    def words(msgs: Messages, params: GenParams) -> Iterator[str | Generation]:
+        k = int(msgs[0]["content"])
+        try:
+            if k == 2:
+                raise RuntimeError("backend broke")
+            for w in range(5):
+                time.sleep(0.01)
+                made[k] += 1
+                yield f"{k}.{w} "
+            yield Generation("done", 1, 5, 0.0)
+        finally:
+            closed.append(k)
+
+    reqs = [[{"role": "user", "content": str(k)}] for k in range(3)]
+    seen: dict[int, list] = {0: [], 1: [], 2: []}
+    for i, item in stream_in_threads(words, reqs, GenParams(), lambda i: i == 1 and
+                                     made[1] >= 3):
+        seen[i].append(item)
+    assert seen[0][:5] == [f"0.{w} " for w in range(5)] and seen[0][5].text == "done"
+    assert seen[1] == ["1.0 ", "1.1 "]  # cancelled: closed at its next delta, no Generation
+    (err,) = seen[2]
+    assert err.error == "RuntimeError: backend broke"
+    assert sorted(closed) == [0, 1, 2]
 
 
 def test_disconnect_stops_generation_and_is_logged(task, smol, tmp_path):
@@ -221,3 +257,76 @@ def test_admission_holds_while_streaming(task, tmp_path):
             rest = list(lines)
         assert rest[-1] == "data: [DONE]" or "data: [DONE]" in rest
         assert httpx.post(url, json={**body, "stream": False}, timeout=60).status_code == 200
+
+
+def test_stream_batch_is_generate_row_by_row_and_ends_each_row_early(smol):
+    """The local model's batched stream: each row's deltas join to what `generate` answers
+    for the same batch, and a short answer's Generation comes before the long one ends."""
+    reqs = [[{"role": "user", "content": "Say yes."}],
+            [{"role": "user", "content": "Describe the building permit process in detail."}],
+            [{"role": "user", "content": QUESTIONS[0]}]]
+    params = GenParams(max_tokens=48)
+    want = smol.generate(reqs, params)
+    parts: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    ended: list[int] = []
+    deltas_after: dict[int, int] = {}
+    for i, item in smol.stream_batch(reqs, params, lambda i: False):
+        if isinstance(item, Generation):
+            ended.append(i)
+            assert item.text == want[i].text and item.tokens_out == want[i].tokens_out
+            assert item.tokens_in == want[i].tokens_in
+            deltas_after[i] = 0
+        else:
+            assert i not in ended  # nothing after a row's Generation
+            parts[i].append(item)
+            for j in deltas_after:
+                deltas_after[j] += 1
+    assert sorted(ended) == [0, 1, 2]
+    assert ["".join(parts[i]) for i in range(3)] == [w.text for w in want]
+    shortest = min(range(3), key=lambda i: want[i].tokens_out)
+    assert want[shortest].tokens_out < max(w.tokens_out for w in want)
+    assert deltas_after[shortest] > 0  # other rows went on streaming after it ended
+
+
+def test_a_cancelled_row_stops_and_the_others_go_on(smol):
+    reqs = [[{"role": "user", "content": "Describe the building permit process in detail."}],
+            [{"role": "user", "content": "Describe a load-bearing wall in great detail."}]]
+    params = GenParams(max_tokens=40)
+    want = smol.generate(reqs, params)
+    seen = {0: 0, 1: 0}
+    gens = {}
+    for i, item in smol.stream_batch(reqs, params, lambda i: i == 0 and seen[0] >= 3):
+        if isinstance(item, Generation):
+            gens[i] = item
+        else:
+            seen[i] += 1
+    assert seen[0] == 3 and 0 not in gens  # stopped at the next token, no Generation
+    assert gens[1].text == want[1].text
+
+
+def test_concurrent_streams_are_generated_together(task, smol, tmp_path):
+    """Streamed clients arriving together share one batch (logged `batch` > 1) and each gets
+    the answer it gets alone without streaming."""
+    import threading
+
+    served = build_served(task, "zero-shot", model=smol)
+    store = Store(tmp_path / "runs.db")
+    qs = QUESTIONS + ["Who signs off a finished building?", "What does a site plan show?"]
+    with serving(create_app(served, ServeConfig(max_concurrency=4), store)) as base:
+        want = [plain(base, q, 24)["choices"][0]["message"]["content"] for q in qs]
+        got: dict[int, str] = {}
+        start = threading.Barrier(len(qs))
+
+        def client(k: int) -> None:
+            start.wait()
+            got[k] = "".join(stream(base, qs[k], 24)[0])
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(len(qs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    rows = [r for r in store.request_logs() if r["details"].get("stream") == "tokens"]
+    assert len(rows) == len(qs) and all(r["status"] == "ok" for r in rows)
+    assert max(r["details"]["batch"] for r in rows) > 1, [r["details"] for r in rows]
+    assert [got[k] for k in range(len(qs))] == want

@@ -8,7 +8,9 @@ requests concurrently. Nothing here retries; the HTTP backend does its own retri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,6 +109,64 @@ class StreamsTokens(Protocol):
 
     def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
         ...
+
+
+Cancelled = Callable[[int], bool]  # is request i's client gone? (checked at every token)
+StreamEvent = tuple[int, str | Generation]
+
+
+@runtime_checkable
+class StreamsBatches(Protocol):
+    """A backend that streams several requests generated together (`ladder serve` under load).
+
+    `stream_batch` yields (i, delta) as request i's text is decoded and (i, Generation) once,
+    as soon as request i is finished (the others may go on), each request's deltas and
+    Generation as `stream` would give them. A request whose `cancelled(i)` turns true stops
+    at the next token and gets nothing more (no Generation); closing the iterator stops all."""
+
+    def stream_batch(self, requests: list[Messages], params: GenParams,
+                     cancelled: Cancelled) -> Iterator[StreamEvent]:
+        ...
+
+
+def stream_in_threads(stream: Callable[[Messages, GenParams], Iterator[str | Generation]],
+                      requests: list[Messages], params: GenParams,
+                      cancelled: Cancelled) -> Iterator[StreamEvent]:
+    """`stream_batch` for a backend whose `stream` is thread-safe (an HTTP client): one
+    thread per request, their events merged as they come. A cancelled request's stream is
+    closed at its next delta; closing this iterator cancels every request."""
+    events: queue.Queue[StreamEvent | None] = queue.Queue()
+    closed = threading.Event()
+
+    def run(i: int) -> None:
+        it = stream(requests[i], params)
+        try:
+            for item in it:
+                if closed.is_set() or cancelled(i):
+                    return
+                events.put((i, item))
+        except Exception as e:  # a backend should not raise; its request fails alone
+            events.put((i, Generation("", 0, 0, 0.0, "error", f"{type(e).__name__}: {e}")))
+        finally:
+            it.close()  # type: ignore[attr-defined]
+            events.put(None)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"ladder-stream-{i}", daemon=True)
+               for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    try:
+        running = len(threads)
+        while running:
+            event = events.get()
+            if event is None:
+                running -= 1
+            else:
+                yield event
+    finally:
+        closed.set()
+        for t in threads:
+            t.join()
 
 
 def releasable(text: str, stop: list[str] | None) -> str:

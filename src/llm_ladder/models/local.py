@@ -12,9 +12,10 @@ Gemma on the llama.cpp backend, tune it here.
 Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
 The anti-loop settings are transformers' own processors over the answer's tokens; a label
 set or JSON schema is enforced by llguidance (`models/constrain.py`, docs/generation.md).
-`stream` (for `ladder serve`) runs the same generate() call for one request on a thread and
-yields text as tokens arrive. Deliberately skipped: batched streaming, speculative decoding,
-KV-cache reuse across requests.
+`stream_batch` (for `ladder serve`) runs the same generate() call as a batch on a thread and
+yields each row's text as its tokens arrive and its Generation as soon as the row ends;
+`stream` is a batch of one. Deliberately skipped: adding requests to a batch already running
+(continuous batching), speculative decoding, KV-cache reuse across requests.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from typing import Any
 from llm_ladder.errors import LadderError, require
 from llm_ladder.models.base import (
     ANTI_LOOP_DEFAULTS,
+    Cancelled,
     Generation,
     GenParams,
     Messages,
+    StreamEvent,
     anti_loop,
     releasable,
 )
@@ -288,15 +291,37 @@ class TransformersModel:
         return Generation(text, n_in, n + (reason == "stop"), latency, reason)
 
     def stream(self, messages: Messages, params: GenParams) -> Iterator[str | Generation]:
-        """One request, generated exactly as `generate` does (same settings and processors),
-        its text yielded as tokens are decoded; closing the iterator stops generation."""
-        ids = self._ids(messages)
-        if len(ids) + params.max_tokens > self.context_length:
-            (gen,) = self._generate_batch([ids], params)  # the same error Generation
-            yield gen
+        """One request streamed: `stream_batch` of one; closing the iterator stops it."""
+        it = self.stream_batch([messages], params, lambda i: False)
+        try:
+            for _, item in it:
+                yield item
+        finally:
+            it.close()
+
+    def stream_batch(self, requests: list[Messages], params: GenParams,
+                     cancelled: Cancelled) -> Iterator[StreamEvent]:
+        """Several requests generated as one batch, exactly as `generate` runs a batch (same
+        padding, settings and processors), each row's text yielded as its tokens are decoded
+        and its Generation as soon as it ends (end of turn, a stop string or max_tokens),
+        while the other rows go on. A cancelled row is stopped at the next token."""
+        encoded = [self._ids(m) for m in requests]
+        live = []
+        for i, ids in enumerate(encoded):
+            if len(ids) + params.max_tokens > self.context_length:
+                (gen,) = self._generate_batch([ids], params)  # the same error Generation
+                yield i, gen
+            else:
+                live.append(i)
+        if not live:
             return
         torch = self._torch
-        kwargs = self._kwargs(params, len(ids), 1)
+        batch = [encoded[i] for i in live]
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        kwargs = self._kwargs(params, width, len(batch))
         tokens: queue.Queue[list[int] | None] = queue.Queue()
         stop = threading.Event()
         done: dict[str, Any] = {}
@@ -308,22 +333,21 @@ class TransformersModel:
                 if self.first:  # the prompt comes first
                     self.first = False
                     return
-                tokens.put(value.reshape(-1).tolist())
+                tokens.put(value.reshape(-1).tolist())  # one new token per row
 
             def end(self) -> None:
                 tokens.put(None)
 
         def stopped(input_ids: Any, scores: Any, **_: Any) -> Any:
-            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+            return torch.tensor([stop.is_set() or cancelled(i) for i in live], dtype=torch.bool)
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     done["out"] = self.model.generate(
-                        input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                                                                                 dtype=torch.long),
-                        streamer=Streamer(), stopping_criteria=[stopped], **kwargs)
-            except Exception as e:  # reported as the Generation's error
+                        input_ids=input_ids, attention_mask=attention, streamer=Streamer(),
+                        stopping_criteria=[stopped], **kwargs)
+            except Exception as e:  # reported as the open rows' Generation error
                 done["error"] = f"{type(e).__name__}: {e}"
                 tokens.put(None)
 
@@ -331,29 +355,46 @@ class TransformersModel:
         t0 = time.perf_counter()
         thread = threading.Thread(target=run, name="ladder-stream", daemon=True)
         thread.start()
-        row: list[int] = []
-        sent = ""
+        rows: list[list[int]] = [[] for _ in live]
+        sent = [""] * len(live)
+        open_rows = set(range(len(live)))
         try:
-            while (new := tokens.get()) is not None:
-                row += new
-                n = next((j for j, t in enumerate(row) if t in eos), len(row))
-                text = releasable(self.tokenizer.decode(row[:n], skip_special_tokens=True),
-                                  params.stop)
-                if len(text) > len(sent) and text.startswith(sent):
-                    yield text[len(sent):]
-                    sent = text
+            while open_rows and (new := tokens.get()) is not None:
+                for r in sorted(open_rows):
+                    if cancelled(live[r]):
+                        open_rows.discard(r)
+                        continue
+                    row = rows[r]
+                    row.append(new[r])
+                    n = next((j for j, t in enumerate(row) if t in eos), len(row))
+                    whole = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+                    text = releasable(whole, params.stop)
+                    if len(text) > len(sent[r]) and text.startswith(sent[r]):
+                        yield live[r], text[len(sent[r]):]
+                        sent[r] = text
+                    if (n < len(row) or len(row) >= params.max_tokens
+                            or any(s in whole for s in params.stop or [])):
+                        open_rows.discard(r)
+                        yield from self._ended(live[r], row, sent[r], params, len(batch[r]),
+                                               time.perf_counter() - t0)
         finally:
-            stop.set()  # a closed iterator (client gone) ends generate() at the next token
+            stop.set()  # closed early (every client gone): generate() ends at the next token
             thread.join()
-        if "error" in done:
-            yield Generation(sent, len(ids), 0, time.perf_counter() - t0, "error",
-                             done["error"])
-            return
-        gen = self._answer(done["out"][0, len(ids):].tolist(), params, len(ids),
-                           time.perf_counter() - t0)
+        for r in sorted(open_rows):  # generate() ended first (an error) with rows still open
+            if "error" in done:
+                yield live[r], Generation(sent[r], len(batch[r]), 0, time.perf_counter() - t0,
+                                          "error", done["error"])
+            else:
+                yield from self._ended(live[r], done["out"][r, width:].tolist(), sent[r],
+                                       params, len(batch[r]), time.perf_counter() - t0)
+
+    def _ended(self, i: int, row: list[int], sent: str, params: GenParams, n_in: int,
+               latency: float) -> Iterator[StreamEvent]:
+        """A finished row's last delta (what was held back) and its Generation."""
+        gen = self._answer(row, params, n_in, latency)
         if gen.text.startswith(sent) and len(gen.text) > len(sent):
-            yield gen.text[len(sent):]
-        yield gen
+            yield i, gen.text[len(sent):]
+        yield i, gen
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id

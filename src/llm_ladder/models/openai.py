@@ -9,7 +9,8 @@ The chat API has no repetition penalty or n-gram blocking (frequency/presence pe
 different, additive rule) and no label-set constraint, so a call that sets
 `repetition_penalty`, `no_repeat_ngram_size`, `choices` or `json_schema` is refused with a
 LadderError rather than sent without them (docs/generation.md). `stream` streams one request
-(`ladder serve`) with the client's `stream=True`.
+(`ladder serve`) with the client's `stream=True`; `stream_batch` runs several such streams at
+once on threads, so the server behind batches them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llm_ladder.errors import LadderError, require
-from llm_ladder.models.base import Generation, GenParams, Messages
+from llm_ladder.models.base import (
+    Cancelled,
+    Generation,
+    GenParams,
+    Messages,
+    StreamEvent,
+    stream_in_threads,
+)
 from llm_ladder.models.constrain import unsupported
 
 
@@ -124,6 +132,11 @@ class OpenAIModel:
             if resp is not None:
                 resp.close()
         yield Generation("".join(parts), n_in, n_out, time.perf_counter() - t0, reason)
+
+    def stream_batch(self, requests: list[Messages], params: GenParams,
+                     cancelled: Cancelled) -> Iterator[StreamEvent]:
+        """Several streamed requests at once, one HTTP stream each (the server batches)."""
+        return stream_in_threads(self.stream, requests, params, cancelled)
 
     def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
         self._check(params)

@@ -13,13 +13,16 @@ logged to the run store, and the log row is committed before the response is rel
 crash after the client got its answer loses nothing; redaction and that write run on a second
 thread, so they never hold up the next batch's generation. `stream: true` streams token by
 token when the backend can (models/base.StreamsTokens) and no guard needs the whole answer
-(`whole_answer_reasons`): the worker runs that request alone and hands each delta to the
-handler as it is decoded (held back only where an image could start, when images are
-stripped), logs the request with its time to first token, and a client that goes away stops
-generation. Otherwise streaming sends the finished, checked answer as SSE chunks. Sampling is
-pinned to what the rung was evaluated with; a client's `temperature`, `top_p` or `stop` are
-ignored and `max_tokens` can only lower the cap. Deliberately skipped: batched streaming (a
-streamed request is generated alone), n > 1, tools, logprobs, multiple models per server.
+(`whole_answer_reasons`): streamed requests waiting together are generated as one batch where
+the backend can (StreamsBatches: the local model, the OpenAI client), alone otherwise (the
+llama.cpp binding); the worker hands each delta to its handler as it is decoded (held back
+only where an image could start, when images are stripped), finishes and logs each request
+with its time to first token as soon as its own answer ends, and a client that goes away
+stops its request. Otherwise streaming sends the finished, checked answer as SSE chunks.
+Sampling is pinned to what the rung was evaluated with; a client's `temperature`, `top_p` or
+`stop` are ignored and `max_tokens` can only lower the cap. Deliberately skipped: joining a
+batch already running (continuous batching), mixing streamed and plain requests in one
+batch, n > 1, tools, logprobs, multiple models per server.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_ladder.errors import require
-from llm_ladder.models.base import ChatModel, Generation, GenParams, Messages, StreamsTokens
+from llm_ladder.models.base import (
+    ChatModel,
+    Generation,
+    GenParams,
+    Messages,
+    StreamsBatches,
+    StreamsTokens,
+)
 from llm_ladder.rungs.base import Pipeline
 from llm_ladder.serving.guard import (
     Guard,
@@ -179,6 +189,22 @@ class Job:
 
 
 @dataclass
+class _Streaming:
+    """One streamed request while its batch runs: what the model wrote (`raw`), what left
+    (`sent`), its time to first token, and its Generation once the model finished it."""
+
+    job: Job
+    msgs: Messages
+    context: list[dict[str, Any]] | None
+    raw: str = ""
+    sent: str = ""
+    deltas: int = 0
+    ttft: float | None = None
+    gen: Generation | None = None
+    ended: bool = False
+
+
+@dataclass
 class Result:
     status: str  # ok | refused | invalid_output | error | bad_request | timeout
     http_status: int
@@ -270,10 +296,11 @@ class Engine:
                 return []
             first = self.queue.popleft()
             batch, other = [first], []
-            if first.sink is not None:  # a streamed request is generated alone
-                self.running = 1
+            if first.sink is not None and not isinstance(self.served.model, StreamsBatches):
+                self.running = 1  # a backend that streams one request at a time
                 return batch
-            # wait a moment for more: clients answered together come back together
+            # wait a moment for more: clients answered together come back together; streamed
+            # requests are batched with streamed ones, plain with plain
             deadline = time.monotonic() + BATCH_WAIT_S
             while len(batch) < self.cfg.max_concurrency:
                 if not self.queue:
@@ -283,8 +310,8 @@ class Engine:
                     self.cond.wait(left)
                     continue
                 job = self.queue.popleft()
-                (batch if job.max_tokens == first.max_tokens and job.sink is None
-                 else other).append(job)
+                (batch if job.max_tokens == first.max_tokens
+                 and (job.sink is None) == (first.sink is None) else other).append(job)
             self.queue.extendleft(reversed(other))
             self.running = len(batch)
             return batch
@@ -296,7 +323,7 @@ class Engine:
                 return
             try:
                 if batch[0].sink is not None:
-                    self._stream(batch[0])
+                    self._stream(batch)
                 else:
                     self._run(batch)
             except Exception as e:  # never leave a client waiting on a dead worker
@@ -366,53 +393,72 @@ class Engine:
             return msgs, context, (res, self._row(job, res, msgs, None, context, {}))
         return msgs, context, None
 
-    def _stream(self, job: Job) -> None:
-        """One request streamed token by token: deltas go to the client as the model decodes
-        them, then the answer is finished (citations listed, images stripped from what was
-        held back), logged with `ttft_s`, and the end is sent. A client that went away
-        (`job.cancel`) stops generation and is logged as `client_closed`."""
-        assert job.sink is not None
+    def _stream(self, batch: list[Job]) -> None:
+        """Streamed requests, generated together where the backend can (StreamsBatches):
+        each delta goes to its client as the model decodes it; each request is finished as
+        soon as its own answer ends (citations listed, images stripped from what was held
+        back), logged with `ttft_s`, and its end sent. A client that went away
+        (`job.cancel`) stops its request and is logged as `client_closed`."""
         p, model = self.served.pipeline, self.served.model
-        msgs, context, failed = self._prepare(job)
-        if failed is not None:  # answered with a plain error, as without streaming
-            self.finisher.submit(self._finish, [job], [failed[1]], [failed[0]])
+        live: list[_Streaming] = []
+        for job in batch:
+            msgs, context, failed = self._prepare(job)
+            if failed is not None:  # answered with a plain error, as without streaming
+                self.finisher.submit(self._finish, [job], [failed[1]], [failed[0]])
+                continue
+            with job.lock:  # the response starts now: the queue timeout no longer applies
+                job.done = True
+            job.future.set_result(Result("streaming", 200))
+            live.append(_Streaming(job, msgs, context))
+        if not live:
             return
-        with job.lock:
-            job.done = True  # the response starts now: the queue timeout no longer applies
-        job.future.set_result(Result("streaming", 200))
-        params = dataclasses.replace(p.params, max_tokens=job.max_tokens)
-        raw, sent, deltas = "", "", 0
-        ttft: float | None = None
-        gen: Generation | None = None
-        it = model.stream(msgs, params)  # type: ignore[attr-defined]
+        params = dataclasses.replace(p.params, max_tokens=batch[0].max_tokens)
+        if isinstance(model, StreamsBatches):
+            events = model.stream_batch([s.msgs for s in live], params,
+                                        lambda i: live[i].job.cancel.is_set())
+        else:  # one request at a time (`_take` gave this one alone)
+            events = ((0, item) for item in model.stream(  # type: ignore[attr-defined]
+                live[0].msgs, params))
         try:
-            for item in it:
+            for i, item in events:
+                s = live[i]
                 if isinstance(item, Generation):
-                    gen = item
+                    s.gen = item
+                    self._end_stream(s, params, len(live))
                     continue
-                raw, deltas = raw + item, deltas + 1
-                safe = self._releasable(raw)
-                if len(safe) > len(sent) and safe.startswith(sent):
-                    ttft = ttft if ttft is not None else time.perf_counter() - job.t0
-                    job.sink(("delta", safe[len(sent):]))
-                    sent = safe
-                if job.cancel.is_set():
+                s.raw, s.deltas = s.raw + item, s.deltas + 1
+                safe = self._releasable(s.raw)
+                if len(safe) > len(s.sent) and safe.startswith(s.sent):
+                    s.ttft = s.ttft if s.ttft is not None else time.perf_counter() - s.job.t0
+                    s.job.sink(("delta", safe[len(s.sent):]))  # type: ignore[misc]
+                    s.sent = safe
+                if all(x.job.cancel.is_set() or x.ended for x in live):
                     break
         except Exception as e:  # backends should not raise; if one does, log and end
-            gen = Generation(raw, 0, 0, 0.0, "error", f"{type(e).__name__}: {e}")
+            for s in live:
+                if not s.ended and s.gen is None:
+                    s.gen = Generation(s.raw, 0, 0, 0.0, "error", f"{type(e).__name__}: {e}")
         finally:
-            it.close()  # a client gone: generation stops at the next token
+            events.close()  # every client gone: generation stops at the next token
+        for s in live:
+            if not s.ended:
+                self._end_stream(s, params, len(live))
+
+    def _end_stream(self, s: _Streaming, params: GenParams, together: int) -> None:
+        """Finish one streamed request: its last delta, its log row, then its end event."""
+        job, model = s.job, self.served.model
+        s.ended = True
         detail: dict[str, Any] = {"max_tokens": job.max_tokens, "stream": "tokens",
-                                  "ttft_s": ttft, "batch": 1}
-        if job.cancel.is_set() and gen is None:
-            res = Result("client_closed", 499, answer=sent, tokens_in=model.count_tokens(msgs),
-                         tokens_out=deltas, finish_reason="client_closed")
+                                  "ttft_s": s.ttft, "batch": together}
+        if job.cancel.is_set() and s.gen is None:
+            res = Result("client_closed", 499, answer=s.sent,
+                         tokens_in=model.count_tokens(s.msgs), tokens_out=s.deltas,
+                         finish_reason="client_closed")
             detail["tokens_out"] = "deltas received before the client closed the stream"
-            self.finisher.submit(self._finish, [job], [self._row(job, res, msgs, raw, context,
-                                                                 detail)], [res])
+            self.finisher.submit(self._finish, [job], [self._row(job, res, s.msgs, s.raw,
+                                                                 s.context, detail)], [res])
             return
-        if gen is None:
-            gen = Generation(raw, 0, 0, 0.0, "error", "the stream ended without a result")
+        gen = s.gen or Generation(s.raw, 0, 0, 0.0, "error", "the stream ended without a result")
         detail["finish_reason"] = gen.finish_reason
         res = Result("ok", 200, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out,
                      finish_reason=gen.finish_reason)
@@ -420,7 +466,8 @@ class Engine:
             res.status, res.http_status, res.error = "error", 502, "the model failed to answer"
             detail["error"] = gen.error
         else:
-            answer = p.parse(raw)
+            sent, context = s.sent, s.context
+            answer = self.served.pipeline.parse(s.raw)
             rest = answer[len(sent):]
             if not answer.startswith(sent):
                 detail["stream_mismatch"] = True  # never seen: the client got `sent` + rest
@@ -432,9 +479,9 @@ class Engine:
                     detail["images_removed"] = removed
             answer = sent + rest
             if rest:
-                ttft = ttft if ttft is not None else time.perf_counter() - job.t0
-                detail["ttft_s"] = ttft
-                job.sink(("delta", rest))
+                s.ttft = s.ttft if s.ttft is not None else time.perf_counter() - job.t0
+                detail["ttft_s"] = s.ttft
+                job.sink(("delta", rest))  # type: ignore[misc]
             if context is not None:
                 valid, invalid = valid_citations(answer, context)
                 res.citations = [{"n": c["n"], "id": c.get("id"), "doc_id": c.get("doc_id"),
@@ -442,7 +489,7 @@ class Engine:
                                   "cited": c["n"] in valid} for c in context]
                 detail["citations"] = {"valid": valid, "invalid": invalid}
             res.answer = answer
-        self.finisher.submit(self._finish, [job], [self._row(job, res, msgs, raw, context,
+        self.finisher.submit(self._finish, [job], [self._row(job, res, s.msgs, s.raw, s.context,
                                                              detail)], [res])
 
     def _releasable(self, raw: str) -> str:

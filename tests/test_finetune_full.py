@@ -108,6 +108,8 @@ alpha = 8
 target_modules = ["q_proj", "v_proj"]
 min_examples = 5
 """)
+    toml = task / "task.toml"  # a dev split, for `ladder curve` below
+    toml.write_text(toml.read_text().replace("train = 0.7\ndev = 0.0", "train = 0.5\ndev = 0.2"))
     first = ladder("run", task, "--rungs", "full", "--json")
     second = ladder("run", task, "--rungs", "lora,full", "--all", "--json")
     doc = json.loads(second.stdout)
@@ -123,7 +125,29 @@ min_examples = 5
     # the second run reused the stored model instead of training it again
     assert "already trained" not in first.stderr
     assert f"training full model {full['id']}" in first.stderr  # not "full adapter"
-    assert f"adapter {full['id']} already trained" in second.stderr
+    assert f"full model {full['id']} already trained" in second.stderr
+    # `ladder tune --rung full` is the same rung: it reuses the model and tests it
+    tuned = ladder("tune", task, "--rung", "full", "--json")
+    assert json.loads(tuned.stdout)["adapter"] == full["id"]
+    assert f"full model {full['id']} already trained" in tuned.stderr
+    # `ladder export` copies the model folder and says to serve it as a model
+    dest = tmp_path / "exported"
+    r = ladder("export", full["id"][:8], "--task", str(task), "--out", str(dest))
+    assert (dest / "model.safetensors").is_file() and not (dest / "adapter_config.json").exists()
+    assert f"vllm serve {dest}" in r.stdout.replace("\n", "") and "--lora-modules" not in r.stdout
+    bad = ladder("export", full["id"], "--task", str(task), "--out", str(tmp_path / "m"),
+                 "--merge", check=False)
+    assert bad.returncode != 0 and "full fine-tune" in bad.stderr and "--merge" in bad.stderr
+    assert not (tmp_path / "m").exists()
+    # `ladder curve --rung full`: the whole split reuses the model, half trains a new one
+    cdoc = json.loads(ladder("curve", task, "--rung", "full", "--fractions", "0.5,1",
+                             "--json").stdout)
+    assert [p["fraction"] for p in cdoc["points"]] == [0.5, 1.0]
+    assert cdoc["points"][1]["adapter"] == full["id"] != cdoc["points"][0]["adapter"]
+    assert all(p["score"] is not None for p in cdoc["points"])
+    # a rung that trains nothing is refused by name
+    no = ladder("tune", task, "--rung", "few-shot", check=False)
+    assert no.returncode != 0 and "lora-tools" in no.stderr and "full" in no.stderr
     # `ladder serve RUN_ID` serves the run's own tuned model folder (not an adapter)
     from llm_ladder.serving.build import build_served
     from llm_ladder.store import open_run_store

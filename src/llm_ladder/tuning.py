@@ -13,16 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llm_ladder import curve
+from llm_ladder import curve, plugins
 from llm_ladder.errors import LadderError
 from llm_ladder.finetune import registry
 from llm_ladder.ladder import Event, Progress, _store_run, newest_runs, run_rung
 from llm_ladder.metrics import build_metric
-from llm_ladder.rungs.base import get_rung
+from llm_ladder.rungs.base import get_rung, needs_of
 from llm_ladder.rungs.distill import label_with_teacher, read_inputs
 from llm_ladder.session import Session, Status, open_session, open_task
 
-TUNED_RUNGS = ("lora", "lora-prompt", "lora-rag")
+
+def tuned_rungs() -> list[str]:
+    """The rungs `ladder tune` and `ladder curve` train: those that declare they need
+    [finetune], less `distill` (its own command: a teacher labels the train split first)."""
+    return [n for n in plugins.names("rungs") if "finetune" in needs_of(n) and n != "distill"]
+
+
+def check_tuned(rung: str, what: str) -> None:
+    if rung not in tuned_rungs():
+        raise LadderError(f"{what} needs a rung that trains ({', '.join(tuned_rungs())}), "
+                          f"not {rung!r}")
 
 
 def tune_rung(task_dir: Path, rung: str = "lora", *, base: str | None = None,
@@ -33,6 +43,8 @@ def tune_rung(task_dir: Path, rung: str = "lora", *, base: str | None = None,
               on_session: Callable[[Session], None] | None = None) -> dict[str, Any]:
     """Train (or reuse) `rung`'s adapter, evaluate it on the test split; returns the
     `ladder tune --json` document."""
+    if rung != "distill":
+        check_tuned(rung, "ladder tune --rung")
     task, _ = open_task(task_dir)
     if task.finetune is None:
         raise LadderError(f"{task.name}: add a [finetune] table to {task_dir}/task.toml to "
@@ -90,9 +102,7 @@ def learning_curve(task_dir: Path, rung: str = "lora",
     if task.finetune is None:
         raise LadderError(f"{task.name}: add a [finetune] table to {task_dir}/task.toml to "
                           "fine-tune (an empty table takes the defaults)")
-    if rung not in TUNED_RUNGS:
-        raise LadderError(f"a learning curve needs a tuned rung ({', '.join(TUNED_RUNGS)}), "
-                          f"not {rung!r}")
+    check_tuned(rung, "a learning curve")
     base_key = base or task.finetune.base or "default"
     session = open_session(task, base_key, [rung], skip_bad_rows=skip_bad_rows,
                            load_model=False, status=status)

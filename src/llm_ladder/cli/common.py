@@ -179,7 +179,8 @@ def train_events(bar: Progress, loss_in_label: bool = False):
                 f"{esc(k)} {'unknown' if v is None else f'${v:.4f}'}"
                 for k, v in ev["calibrated"].items()), highlight=False)
         elif "reused" in ev:
-            err.print(f"adapter {ev['reused']} already trained on this data, base and config; "
+            what = "full model" if ev.get("method") == "full" else "adapter"
+            err.print(f"{what} {ev['reused']} already trained on this data, base and config; "
                       "reusing it")
         elif "resumed" in ev:
             err.print(f"resuming from step {ev['resumed']} ({esc(str(ev['checkpoint']))})")

@@ -76,14 +76,14 @@ def _tune(task_dir: Path, rung: str, base: str | None, skip: bool, resume: bool,
 
 @app.command()
 def tune(task_dir: TaskDir, base: BaseOpt = None,
-         rung: Annotated[str, typer.Option(help="lora, lora-prompt or lora-rag")] = "lora",
+         rung: Annotated[str, typer.Option(help="a rung that trains: lora, lora-prompt, "
+                                           "lora-rag, lora-tools or full")] = "lora",
          skip_bad_rows: SkipOpt = False,
          resume: Annotated[bool, typer.Option("--resume", help="continue a killed training "
                                               "from its newest complete checkpoint")] = False,
          as_json: JsonOpt = False) -> None:
-    """LoRA fine-tune the task's small model on the train split, then test it."""
-    if rung not in ("lora", "lora-prompt", "lora-rag"):
-        raise LadderError(f"--rung must be lora, lora-prompt or lora-rag, not {rung!r}")
+    """Fine-tune the task's small model on the train split (LoRA, or every weight with
+    --rung full), then test it."""
     _tune(task_dir, rung, base, skip_bad_rows, resume, as_json)
 
 
@@ -138,6 +138,9 @@ def export(adapter: Annotated[str, typer.Argument(help="adapter id (or a unique 
     dest = export_adapter(adapters_dir(t), adapter, out_dir, merge)
     m = read_manifest(dest) or {}
     out.print(f"wrote {dest}" + (" (with merged/)" if merge else ""))
+    if m.get("method") == "full":  # a whole model folder, not an adapter
+        out.print(f"serve it with: vllm serve {dest}", highlight=False)
+        return
     out.print(f"serve it with: vllm serve {m.get('base', {}).get('weights', 'BASE')} "
               f"--enable-lora --lora-modules {t.name}={dest} --max-lora-rank "
               f"{max(8, m.get('config', {}).get('r', 16))}", highlight=False)
@@ -145,7 +148,8 @@ def export(adapter: Annotated[str, typer.Argument(help="adapter id (or a unique 
 
 @app.command()
 def curve(task_dir: TaskDir,
-          rung: Annotated[str, typer.Option(help="lora, lora-prompt or lora-rag")] = "lora",
+          rung: Annotated[str, typer.Option(help="a rung that trains: lora, lora-prompt, "
+                                            "lora-rag, lora-tools or full")] = "lora",
           fractions: Annotated[str, typer.Option(
               help="comma-separated fractions of the train split")] = "0.25,0.5,1",
           base: BaseOpt = None, skip_bad_rows: SkipOpt = False, resume: ResumeOpt = False,

@@ -176,10 +176,14 @@ def export_adapter(root: Path, ref: str, dest: Path, merge: bool = False) -> Pat
     """Copy an adapter to `dest` as a PEFT folder (vLLM: `--lora-modules name=dest`).
 
     With `merge`, also write `dest/merged/`: the base model with the adapter folded in, as
-    safetensors, for servers without LoRA support.
+    safetensors, for servers without LoRA support. A full fine-tune is a whole model folder
+    already (`vllm serve dest`): it is copied as it is and `merge` is refused, not ignored.
     """
     src = resolve(root, ref)
     manifest = read_manifest(src) or {}
+    if merge and manifest.get("method") == "full":
+        raise LadderError(f"{src.name} is a full fine-tune: the exported folder is already the "
+                          "whole model (serve it as a model, not as an adapter); drop --merge")
     if dest.exists() and any(dest.iterdir()):
         raise LadderError(f"{dest}: folder exists and is not empty")
     tmp = dest.with_name(dest.name + ".tmp")

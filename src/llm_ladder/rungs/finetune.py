@@ -121,7 +121,7 @@ def tune(ctx: RungContext, rung: str, prompt: Pipeline, train: list[Example],
             registry.finish(tmp, final, manifest, folder)
             shutil.rmtree(root / f".work-{aid}", ignore_errors=True)
         elif ctx.on_event:
-            ctx.on_event({"reused": aid})
+            ctx.on_event({"reused": aid, "method": method})
     manifest = registry.read_manifest(final) or {}
     return {**manifest, "path": str(final)}
 

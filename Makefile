@@ -80,7 +80,7 @@ lint: install-dev
 # that they all run (tiny sizes, 1 repeat, no docs written). bench_llamacpp builds llama.cpp's
 # llama-bench once per machine and caches it outside the repo (bench/build_llama_bench.sh).
 # bench_vllm needs the vLLM venv: `make bench-vllm`, kept out of `make bench`.
-BENCH := local train train_memory serve llamacpp openai rag vectors audit
+BENCH := local train train_memory serve llamacpp openai rag vectors vectors_real audit
 bench: install-dev
 	$(PY) bench/bench_local.py
 	$(PY) bench/bench_train.py
@@ -90,6 +90,7 @@ bench: install-dev
 	$(PY) bench/bench_openai.py
 	$(PY) bench/bench_rag.py
 	$(PY) bench/bench_vectors.py
+	$(PY) bench/bench_vectors_real.py
 	$(PY) bench/bench_audit.py
 	$(PY) -c 'import json, pathlib; t = [(n, json.loads(f.read_text()).get("wall_s") or 0) for n in "$(BENCH)".split() if (f := pathlib.Path(f"bench/results/{n}.json")).exists()]; print("\n".join(f"{n:10} {s / 60:5.1f} min" for n, s in t), f"\ntotal      {sum(s for _, s in t) / 60:5.1f} min")'
 
@@ -102,6 +103,7 @@ bench-quick: install-dev
 	$(PY) bench/bench_openai.py --quick
 	$(PY) bench/bench_rag.py --quick
 	$(PY) bench/bench_vectors.py --quick
+	$(PY) bench/bench_vectors_real.py --quick
 	$(PY) bench/bench_audit.py --quick
 
 bench-vllm: install-dev vllm-venv

@@ -85,7 +85,10 @@ system = "Reply with exactly the word APPROVED."
 few_shot_k = 4
 [rungs]
 include = ["zero-shot", "system-prompt", "few-shot-random", "few-shot-nearest"]
-{MODEL}""")
+{MODEL}
+[serve]
+latency_probe = 0  # the served-latency probe: tested in test_latency_served
+""")
     doc = ladder_json("run", root)
     q = {r["rung"]: r["quality"] for r in doc["rungs"]}
     assert list(q) == ["zero-shot", "system-prompt", "few-shot-random"]  # stopped there
@@ -140,7 +143,10 @@ include = ["zero-shot", "system-prompt", "rag"]
 paths = ["corpus"]
 [retrieval]
 k = 2
-{MODEL}""")
+{MODEL}
+[serve]
+latency_probe = 0  # the served-latency probe: tested in test_latency_served
+""")
     ladder_json("index", root)
     doc = ladder_json("run", root)
     q = {r["rung"]: r["quality"] for r in doc["rungs"]}

@@ -280,7 +280,7 @@ class Batched:
         self.batch = llama_cpp.llama_batch_init(self.N_BATCH, 0, n_seq)
 
     def close(self) -> None:
-        if self.ctx:
+        if getattr(self, "ctx", None):  # also after a failed __init__
             self.L.llama_batch_free(self.batch)
             self.L.llama_free(self.ctx)
             self.ctx = None

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_vectors import SWEEP, WARMUP, K, ms, top_k
+from bench_vectors import SWEEP, WARMUP, ms, timed_search, top_k
 from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,18 +102,6 @@ def embeddings(texts: list[str], need: int) -> tuple[np.ndarray, float, int]:
                   f"in {spent / 60:.1f} min", flush=True)
         parts.append(np.load(path))
     return np.concatenate(parts)[:need], spent, done
-
-
-def timed_search(store, qs: np.ndarray, truth: np.ndarray, **kw) -> dict:
-    for q in qs[:WARMUP]:
-        store.search(q, k=K, **kw)
-    lat, rec = [], []
-    for i, q in enumerate(qs):
-        t = time.perf_counter()
-        hits = store.search(q, k=K, **kw)
-        lat.append(time.perf_counter() - t)
-        rec.append(len({int(c.id[1:]) for c, _ in hits} & set(truth[i].tolist())) / K)
-    return ms(lat) | {"recall_at_10": round(float(np.mean(rec)), 4)}
 
 
 def bench_size(x: np.ndarray, qs: np.ndarray, args: argparse.Namespace, sweep: bool) -> dict:

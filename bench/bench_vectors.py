@@ -90,6 +90,18 @@ def top_k(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     return idx[np.argsort(-s[idx])]
 
 
+def brute_force(x: np.ndarray, qs: np.ndarray) -> dict[str, float]:
+    """The baseline: numpy's exact top-k one query at a time, latency after WARMUP queries."""
+    for q in qs[:WARMUP]:
+        top_k(x, q)
+    lat = []
+    for q in qs:
+        t0 = time.perf_counter()
+        top_k(x, q)
+        lat.append(time.perf_counter() - t0)
+    return ms(lat)
+
+
 def ms(samples: list[float]) -> dict[str, float]:
     a = np.asarray(samples) * 1000
     return {"p50_ms": round(float(np.percentile(a, 50)), 2),
@@ -137,14 +149,7 @@ def bench_size(n: int, args: argparse.Namespace, clusters: int, sweep: bool) -> 
     left = iter(range(args.repeats, 0, -1))
 
     def numpy_pass() -> dict:
-        for q in qs[:WARMUP]:
-            top_k(x, q)
-        lat = []
-        for q in qs:
-            t0 = time.perf_counter()
-            top_k(x, q)
-            lat.append(time.perf_counter() - t0)
-        return ms(lat)
+        return brute_force(x, qs)
 
     def lance_run() -> dict:
         last = next(left) == 1

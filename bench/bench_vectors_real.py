@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_vectors import SWEEP, WARMUP, ms, timed_search, top_k
+from bench_vectors import SWEEP, brute_force, timed_search, top_k
 from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -114,14 +114,7 @@ def bench_size(x: np.ndarray, qs: np.ndarray, args: argparse.Namespace, sweep: b
     left = iter(range(args.repeats, 0, -1))
 
     def numpy_pass() -> dict:
-        for q in qs[:WARMUP]:
-            top_k(x, q)
-        lat = []
-        for q in qs:
-            t0 = time.perf_counter()
-            top_k(x, q)
-            lat.append(time.perf_counter() - t0)
-        return ms(lat)
+        return brute_force(x, qs)
 
     def lance_run() -> dict:
         last = next(left) == 1

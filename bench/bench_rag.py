@@ -2,21 +2,27 @@
 
 1. Indexing throughput: `build_index` (load files, chunk with the embedder's tokenizer, embed,
    write to LanceDB) in chunks/s, as a ratio to calling `SentenceTransformer.encode` directly
-   on the same chunk texts with the same batch size (target >= 0.9). Each repeat encodes the
-   texts (baseline) and then indexes a fresh copy of the corpus (ours), alternating.
+   on the same chunk texts with the same batch size and weights dtype (target >= 0.9). Each
+   repeat encodes the texts (baseline) and then indexes a fresh copy of the corpus (ours),
+   alternating, once with float32 weights and once with bfloat16 (the `auto` default on a CPU
+   with native bf16); the bf16 index is also set against the float32 `encode` (what a user
+   calling sentence-transformers gets), the "faster than raw encode" figure.
 2. Incremental re-index after changing 1% of the documents, as a share of the same repeat's
    full index time (target <= 5%).
 3. Retrieval quality: each of the 503 questions must retrieve its own answer file (the
    question text is not in the corpus): recall@1/5/10, MRR and nDCG@10 for dense, BM25 and
-   hybrid (RRF) retrieval, on the 504-document corpus; ms/query from interleaved passes of
-   the three modes (the scores are the same in every pass: retrieval is deterministic).
+   hybrid (RRF) retrieval, on the 504-document corpus, dense and hybrid once per embedder
+   dtype (each on its own index); ms/query from interleaved passes (the scores are the same
+   in every pass: retrieval is deterministic).
 
-With `--copies 1,4` the corpus is indexed at 1x and 4x its size (each copy's text prefixed
-with its number so that every chunk is distinct; fixed costs weigh less at 4x). Everything is
+With `--copies 1,2` the corpus is indexed at 1x and 2x its size (each copy's text prefixed
+with its number so that every chunk is distinct; fixed costs weigh less at 2x). Everything is
 the median (min-max) of `--repeats` interleaved repeats; peak RSS is the process's.
-Skipped: pgvector (needs a server; tests/test_pgvector*.py), GPU embedding.
+On a CPU without native bf16 only float32 is measured (bf16 would be emulated, slower).
+Skipped: pgvector (needs a server; tests/test_pgvector*.py), GPU embedding, int8 (tried once with
+torch's dynamic quantization: faster, but more than a point of recall@1 lost; not offered).
 
-    python bench/bench_rag.py [--copies 1,4] [--repeats 3] [--no-quality] [--quick]
+    python bench/bench_rag.py [--copies 1,2] [--repeats 3] [--no-quality] [--quick]
 
 Results: bench/results/rag.json and its section of docs/benchmarks.md (benchlib).
 """
@@ -51,25 +57,32 @@ def corpus_copy(dest: Path, copies: int) -> Path:
     return dest
 
 
-def indexing(tmp: Path, copies: int, repeats: int, embedder, log) -> dict:
-    """Encode-only vs build_index, then the 1% incremental re-index, interleaved."""
+def indexing(tmp: Path, copies: int, repeats: int, embedders: dict, log) -> dict:
+    """Encode-only vs build_index per dtype, then the 1% incremental re-index, interleaved."""
     from llm_ladder.rag.index import build_index, chunk_documents, corpus_documents
     from llm_ladder.task import load_task
 
     base = corpus_copy(tmp / f"base-{copies}", copies)
     task = load_task(base)
     docs, _ = corpus_documents(task)
-    texts = [c.text for c in chunk_documents(task, docs, embedder.model.tokenizer)]
-    fresh = iter(range(repeats))
+    first = next(iter(embedders.values()))
+    texts = [c.text for c in chunk_documents(task, docs, first.model.tokenizer)]
+    fresh = iter(range(repeats * len(embedders)))
 
-    def encode() -> dict:
-        t0 = time.perf_counter()
-        embedder.model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=False)
-        s_ = time.perf_counter() - t0
-        return {"seconds": s_, "chunks_s": len(texts) / s_}
+    def encode(embedder):
+        def run() -> dict:
+            t0 = time.perf_counter()
+            embedder.model.encode(texts, batch_size=embedder.batch_size,
+                                  normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+            s_ = time.perf_counter() - t0
+            return {"seconds": s_, "chunks_s": len(texts) / s_}
+        return run
 
-    def index() -> dict:
+    def index(embedder):
+        return lambda: index_once(embedder)
+
+    def index_once(embedder) -> dict:
         work = tmp / f"run-{copies}-{next(fresh)}"
         shutil.copytree(base, work)
         t = load_task(work)
@@ -89,33 +102,52 @@ def indexing(tmp: Path, copies: int, repeats: int, embedder, log) -> dict:
                 "incremental_s": inc_s, "incremental_share": inc_s / full_s,
                 "folder": str(work)}
 
-    runs = interleave({"encode": encode, "build_index": index}, repeats, log)
-    ratios = [i["chunks_s"] / e["chunks_s"] for i, e in zip(runs["build_index"], runs["encode"],
-                                                              strict=True)]
-    ours = runs["build_index"]
-    return {"copies": copies, "runs": runs, "documents": ours[-1]["documents"],
-            "chunks": ours[-1]["chunks"], "changed_documents": ours[-1]["changed_documents"],
-            "encode_chunks_s": spread([r["chunks_s"] for r in runs["encode"]]),
+    variants = {}
+    for dtype, emb in embedders.items():
+        variants[f"encode:{dtype}"] = encode(emb)
+        variants[f"build_index:{dtype}"] = index(emb)
+    runs = interleave(variants, repeats, log)
+    out: dict = {"copies": copies, "runs": runs, "dtypes": {}}
+    for dtype in embedders:
+        ours, base_ = runs[f"build_index:{dtype}"], runs[f"encode:{dtype}"]
+        ratios = [i["chunks_s"] / e["chunks_s"] for i, e in zip(ours, base_, strict=True)]
+        out.update(documents=ours[-1]["documents"], chunks=ours[-1]["chunks"],
+                   changed_documents=ours[-1]["changed_documents"])
+        out["dtypes"][dtype] = {
+            "encode_chunks_s": spread([r["chunks_s"] for r in base_]),
             "build_index_chunks_s": spread([r["chunks_s"] for r in ours]),
             "ratio": spread(ratios), "full_s": spread([r["seconds"] for r in ours]),
             "incremental_s": spread([r["incremental_s"] for r in ours]),
             "incremental_share": spread([r["incremental_share"] for r in ours])}
+    if "bfloat16" in embedders and "float32" in embedders:
+        out["bf16_index_vs_f32_encode"] = spread(
+            [i["chunks_s"] / e["chunks_s"] for i, e in zip(
+                runs["build_index:bfloat16"], runs["encode:float32"], strict=True)])
+    return out
 
 
-def quality(folder: Path, embedder, repeats: int, limit: int | None, log) -> dict:
-    """Retrieval scores per mode on the indexed 1x corpus; ms/query over interleaved passes."""
+def quality(folders: dict[str, Path], embedders: dict, repeats: int, limit: int | None,
+            log) -> dict:
+    """Retrieval scores per mode and embedder dtype (each dtype on the 1x corpus indexed with
+    it); BM25 once (no embedder); ms/query over interleaved passes."""
     from llm_ladder.rag import rag_metrics
     from llm_ladder.rag.index import open_store
     from llm_ladder.rag.retrieve import Retriever
     from llm_ladder.task import load_task
 
-    rows = [json.loads(x) for x in (folder / "data" / "qa.jsonl").read_text().splitlines()]
+    some = next(iter(folders.values()))
+    rows = [json.loads(x) for x in (some / "data" / "qa.jsonl").read_text().splitlines()]
     rows = rows[:limit] if limit else rows
-    store = open_store(load_task(folder), embedder.name, embedder.dim, create=False)
-    retriever = Retriever(store, embedder.embed)
+    stores, retrievers = [], {}
+    for dtype, folder in folders.items():
+        emb = embedders[dtype]
+        stores.append(open_store(load_task(folder), emb.name, emb.dim, create=False))
+        retrievers[dtype] = Retriever(stores[-1], emb.embed)
     scores: dict[str, dict[str, float]] = {}
 
-    def mode_pass(mode: str):
+    def mode_pass(mode: str, dtype: str, name: str):
+        retriever = retrievers[dtype]
+
         def run() -> dict:
             got: dict[str, list[float]] = {k: [] for k in METRICS}
             t0 = time.perf_counter()
@@ -129,55 +161,83 @@ def quality(folder: Path, embedder, repeats: int, limit: int | None, log) -> dic
                 got["mrr"].append(rag_metrics.mrr(ranked, gold).value)
                 got["ndcg@10"].append(rag_metrics.ndcg_at_k(ranked, gold, 10).value)
             means = {k: sum(v) / len(v) for k, v in got.items()}
-            if scores.setdefault(mode, means) != means:
-                raise SystemExit(f"{mode} retrieval gave different scores in two passes")
+            if scores.setdefault(name, means) != means:
+                raise SystemExit(f"{name} retrieval gave different scores in two passes")
             return {"ms_per_query": s_ / len(rows) * 1000}
         return run
 
+    passes = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        for dtype in folders:
+            name = mode if mode == "bm25" else f"{mode}:{dtype}"
+            passes.setdefault(name, mode_pass(mode, dtype, name))
     try:
-        runs = interleave({m: mode_pass(m) for m in ("dense", "bm25", "hybrid")}, repeats, log)
+        runs = interleave(passes, repeats, log)
     finally:
-        store.close()
-    return {"queries": len(rows), "runs": runs,
-            "modes": {m: {**scores[m], "ms_per_query": spread([r["ms_per_query"]
-                                                                for r in runs[m]])}
-                      for m in runs}}
+        for store in stores:
+            store.close()
+    out = {"queries": len(rows), "runs": runs,
+           "modes": {m: {**scores[m], "ms_per_query": spread([r["ms_per_query"]
+                                                               for r in runs[m]])}
+                     for m in runs}}
+    if len(folders) == 2:  # the largest score change between the dtypes, in points
+        out["dtype_max_diff_points"] = max(
+            abs(scores[f"{m}:float32"][k] - scores[f"{m}:bfloat16"][k]) * 100
+            for m in ("dense", "hybrid") for k in METRICS)
+    return out
 
 
 def markdown(idx: list[dict], qual: dict | None, repeats: int) -> str:
     lines = [
         f"Median (min–max) of {repeats} interleaved repeats. Baseline: "
-        "`SentenceTransformer.encode` alone on the same chunk texts, same batch size, right "
-        "before each `build_index` of a fresh copy (load files, chunk with the embedder's "
-        "tokenizer, embed, write to LanceDB). Then 1% of the documents change and "
-        "`build_index` re-indexes; the share is that time over the same repeat's full index.",
+        "`SentenceTransformer.encode` alone on the same chunk texts, same batch size, same "
+        "weights dtype, right before each `build_index` of a fresh copy (load files, chunk "
+        "with the embedder's tokenizer, embed, write to LanceDB). Then 1% of the documents "
+        "change and `build_index` re-indexes; the share is that time over the same repeat's "
+        "full index.",
         "",
-        "| corpus | encode only, chunks/s | `build_index`, chunks/s | ratio (target ≥ 0.9) "
-        "| full index, s | 1% changed: re-index, s | share (target ≤ 5%) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| corpus | embedder weights | encode only, chunks/s | `build_index`, chunks/s "
+        "| ratio (target ≥ 0.9) | full index, s | 1% changed: re-index, s "
+        "| share (target ≤ 5%) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in idx:
-        lines.append(
-            f"| {r['documents']} docs ({r['chunks']} chunks) | {fmt(r['encode_chunks_s'])} | "
-            f"{fmt(r['build_index_chunks_s'])} | **{fmt(r['ratio'], 2)}** | "
-            f"{fmt(r['full_s'], 2)} | {fmt(r['incremental_s'], 3)} "
-            f"({r['changed_documents']} docs) | **{fmt(_pct(r['incremental_share']), 1)}%** |")
+        for dtype, d in r["dtypes"].items():
+            lines.append(
+                f"| {r['documents']} docs ({r['chunks']} chunks) | {dtype} | "
+                f"{fmt(d['encode_chunks_s'])} | {fmt(d['build_index_chunks_s'])} | "
+                f"**{fmt(d['ratio'], 2)}** | {fmt(d['full_s'], 2)} | "
+                f"{fmt(d['incremental_s'], 3)} ({r['changed_documents']} docs) | "
+                f"**{fmt(_pct(d['incremental_share']), 1)}%** |")
+    faster = [(r["documents"], r["bf16_index_vs_f32_encode"]) for r in idx
+              if "bf16_index_vs_f32_encode" in r]
+    if faster:
+        lines += ["", "`build_index` with bfloat16 weights (the `auto` default on this CPU) "
+                  "against float32 `encode` (plain sentence-transformers), per repeat: "
+                  + "; ".join(f"{n} docs **{fmt(s_, 2)}x**" for n, s_ in faster) + "."]
     if qual:
         lines += [
             "",
             f"Retrieval quality: each of {qual['queries']} construction-FAQ questions must "
             "retrieve its own answer file from the 504-document corpus, which holds the "
             "answers only (all-MiniLM-L6-v2, structure-aware chunks of ≤ 200 tokens, exact "
-            "search). Scores are identical in every pass; ms/query is median (min–max) over "
+            "search; dense and hybrid once per weights dtype, each on an index built in that "
+            "dtype). Scores are identical in every pass; ms/query is median (min–max) over "
             "the passes.",
             "",
             "| mode | recall@1 | recall@5 | recall@10 | MRR | nDCG@10 | ms/query |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         names = {"dense": "dense", "bm25": "BM25 (`bm25s`)", "hybrid": "hybrid (RRF, k = 60)"}
-        for mode, s in qual["modes"].items():
-            lines.append(f"| {names[mode]} | " + " | ".join(f"{s[k]:.3f}" for k in METRICS)
-                         + f" | {fmt(s['ms_per_query'], 2)} |")
+        for name, s_ in qual["modes"].items():
+            mode, _, dtype = name.partition(":")
+            label = names[mode] + (f", {dtype}" if dtype else "")
+            lines.append(f"| {label} | " + " | ".join(f"{s_[k]:.3f}" for k in METRICS)
+                         + f" | {fmt(s_['ms_per_query'], 2)} |")
+        if "dtype_max_diff_points" in qual:
+            lines += ["", "Largest difference between the float32 and bfloat16 rows of one mode, "
+                      f"over the five scores: **{qual['dtype_max_diff_points']:.1f} points** "
+                      "(target: within 1)."]
     return "\n".join(lines)
 
 
@@ -187,7 +247,7 @@ def _pct(s: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--copies", default="1,4", help="corpus sizes, as multiples of 504 docs")
+    ap.add_argument("--copies", default="1,2", help="corpus sizes, as multiples of 504 docs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--quick", action="store_true",
@@ -200,31 +260,40 @@ def main() -> None:
     m = machine()
 
     from llm_ladder.embedding import Embedder
+    from llm_ladder.hardware import cpu_has_bf16
     from llm_ladder.rag.index import build_index
     from llm_ladder.task import load_task
 
-    embedder = Embedder()
-    embedder.embed(["warm up"])
+    dtypes = ["float32", "bfloat16"] if cpu_has_bf16() else ["float32"]
+    embedders = {d: Embedder(dtype=d) for d in dtypes}
+    for emb in embedders.values():
+        emb.embed(["warm up"])
     tmp = Path(tempfile.mkdtemp(prefix="ladder-bench-rag-"))
     try:
-        idx = [indexing(tmp, c, args.repeats, embedder, print) for c in copies]
+        idx = [indexing(tmp, c, args.repeats, embedders, print) for c in copies]
         qual = None
         if 1 in copies and not args.no_quality:
-            one = idx[copies.index(1)]["runs"]["build_index"][-1]["folder"]
-            # the last repeat's index, its 1% edits undone so the corpus is the original
-            work = Path(one)
-            for f in sorted((work / "corpus").glob("*.md")):
-                text = f.read_text(encoding="utf-8")
-                if text.endswith("\nUpdated.\n"):
-                    f.write_text(text.removesuffix("\nUpdated.\n"), encoding="utf-8")
-            build_index(load_task(work), embedder)
-            qual = quality(work, embedder, args.repeats, limit, print)
+            folders = {}
+            for dtype, emb in embedders.items():
+                # the last repeat's index of this dtype, its 1% edits undone so the corpus
+                # is the original
+                work = Path(idx[copies.index(1)]["runs"][f"build_index:{dtype}"][-1]["folder"])
+                for f in sorted((work / "corpus").glob("*.md")):
+                    text = f.read_text(encoding="utf-8")
+                    if text.endswith("\nUpdated.\n"):
+                        f.write_text(text.removesuffix("\nUpdated.\n"), encoding="utf-8")
+                build_index(load_task(work), emb)
+                folders[dtype] = work
+            qual = quality(folders, embedders, args.repeats, limit, print)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for r in idx:
-        for run in r["runs"]["build_index"]:
-            run.pop("folder", None)
-    doc = {"args": vars(args), "indexing": idx, "retrieval": qual, "peak_rss_mib": peak_rss_mib()}
+        for key, runs in r["runs"].items():
+            if key.startswith("build_index"):
+                for run in runs:
+                    run.pop("folder", None)
+    doc = {"args": vars(args), "dtypes": dtypes, "indexing": idx, "retrieval": qual,
+           "peak_rss_mib": peak_rss_mib()}
     md = markdown(idx, qual, args.repeats) + f"\n\nPeak RSS {doc['peak_rss_mib']:.0f} MiB."
     publish("rag", doc, md, m, write_docs=not args.quick)
 

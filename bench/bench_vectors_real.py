@@ -91,7 +91,9 @@ def embeddings(texts: list[str], need: int) -> tuple[np.ndarray, float, int]:
     for s in range(0, need, CHUNK):
         path = folder / f"{s:08d}.npy"
         if not path.is_file():
-            embedder = embedder or Embedder()
+            # float32, as the cached chunks were made (this measures the store; bench_rag
+            # compares the embedder's dtypes)
+            embedder = embedder or Embedder(dtype="float32")
             t0 = time.perf_counter()
             vec = embedder.embed(texts[s:s + CHUNK]).astype(np.float32)
             spent += time.perf_counter() - t0
@@ -207,7 +209,8 @@ def main() -> None:
     lines = [
         f"**Real text, real embeddings:** docstring paragraphs (80–1,000 characters, mean "
         f"{doc['mean_chars']:.0f}) of the {files:,} Python files installed in site-packages "
-        f"here ({len(texts):,} distinct paragraphs available), embedded with all-MiniLM-L6-v2; "
+        f"here ({len(texts):,} distinct paragraphs available), embedded with all-MiniLM-L6-v2 "
+        "(float32 weights); "
         f"{args.queries} held-out paragraphs as queries, k = 10, recall@10 against numpy's "
         f"exact top 10. ANN index IVF_SQ, cosine, ~√N partitions, store defaults (nprobes "
         f"{defaults[0]}, refine_factor {defaults[1]}). Median (min–max) of {args.repeats} "

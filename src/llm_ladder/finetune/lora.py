@@ -44,6 +44,7 @@ from typing import Any
 from llm_ladder.errors import LadderError, require
 from llm_ladder.finetune.data import IGNORE, TrainRow
 from llm_ladder.finetune.registry import fsync_dir, fsync_tree
+from llm_ladder.hardware import cpu_has_bf16
 from llm_ladder.task import FinetuneConfig
 
 OnStep = Callable[[dict[str, Any]], None]
@@ -101,15 +102,6 @@ def collate(rows: list[TrainRow], pad_id: int, torch: Any) -> dict[str, Any]:
     mask = [[1] * len(r.input_ids) + [0] * (width - len(r.input_ids)) for r in rows]
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
             "labels": torch.tensor(labels)}
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU does bf16 dot products natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pick_precision(cfg: FinetuneConfig, n_params: int | None = None) -> tuple[str, str, bool]:

@@ -209,4 +209,5 @@ class NearestShots:
         return [self._cache[t] for t in texts]
 
     def settings(self) -> dict[str, Any]:
-        return {"k": self.k, "embedder": self.embedder.name, "pool": len(self.pool)}
+        return {"k": self.k, "embedder": self.embedder.name,
+                "embedder_dtype": getattr(self.embedder, "dtype", None), "pool": len(self.pool)}

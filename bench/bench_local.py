@@ -8,7 +8,16 @@ the median (min-max) of `--repeats` interleaved repeats, with the ratio per repe
 share of the decode ceiling (weights bytes streamed once per decode step of a batch: measured
 bandwidth / model bytes x batch), and the process's peak RSS.
 
-    python bench/bench_local.py [--n 32] [--batch 16] [--max-tokens 64] [--repeats 3] [--quick]
+Second part, the FAQ test split (the 60 test questions of examples/construction-faq, its
+own seeded split; the question in free text, the FAQ's answer text as the reference): the
+same backend with float32 weights against bfloat16 weights (`[models.x] dtype`), one batch
+of `--split-batch` each, interleaved: output tokens/s and their ratio per repeat, how many
+greedy answers are identical, and the quality effect of the ones that differ as token F1
+against the reference answer, paired (sign-flip permutation test, BCa interval on the mean
+difference: llm_ladder.stats.paired_test). Skipped on a CPU without native bf16.
+
+    python bench/bench_local.py [--n 16] [--batch 16] [--max-tokens 64] [--repeats 3]
+                                [--split-batch 64] [--quick]
 
 Results: bench/results/local.json and its section of docs/benchmarks.md (benchlib).
 """
@@ -30,14 +39,17 @@ from faq_prompts import faq_prompts  # noqa: E402  (bench/ is on sys.path when r
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--split-batch", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="4 prompts, 8 tokens, 1 repeat, no docs")
     args = ap.parse_args()
+    split_limit = None
     if args.quick:
         args.n, args.batch, args.max_tokens, args.repeats = 4, 4, 8, 1
+        args.split_batch, split_limit = 8, 8
     m = machine()
 
     import torch
@@ -99,6 +111,7 @@ def main() -> None:
                "share_of_ceiling": spread([r["tok_s"] / ceiling for r in runs["ours"]]),
                "same_outputs": same, "peak_rss_mib": peak_rss_mib(),
                "torch_threads": torch.get_num_threads()}
+    split = test_split_bf16(args, params, split_limit, m)
     md = "\n".join([
         f"{args.n} construction-FAQ questions answered in free text (greedy, ≤ "
         f"{args.max_tokens} new tokens, chat template), float32; median (min–max) of "
@@ -118,9 +131,89 @@ def main() -> None:
         f"Identical outputs: {same} of {args.n}. Peak RSS {summary['peak_rss_mib']:.0f} MiB. "
         f"The decode ceiling streams the {weights_bytes / 2**20:.0f} MiB of weights once per "
         f"step of a batch of {args.batch} at the measured copy bandwidth.",
-    ])
-    publish("local", {"args": vars(args), "runs": runs, "summary": summary}, md, m,
-            write_docs=not args.quick)
+    ] + (split_markdown(split) if split else []))
+    publish("local", {"args": vars(args), "runs": runs, "summary": summary,
+                      "test_split_bf16": split}, md, m, write_docs=not args.quick)
+
+
+def test_split_bf16(args, params, limit: int | None, m: dict) -> dict | None:
+    """float32 vs bfloat16 weights on the FAQ test split: speed, identical answers, token F1."""
+    from llm_ladder.hardware import cpu_has_bf16
+    from llm_ladder.metrics import TokenF1
+    from llm_ladder.models.local import TransformersModel
+    from llm_ladder.session import prepare
+    from llm_ladder.stats import paired_test
+    from llm_ladder.task import load_task
+
+    if not cpu_has_bf16():
+        return None
+    test = prepare(load_task(ROOT / "examples" / "construction-faq")).splits.test[:limit]
+    prompts = [[{"role": "user", "content": e.input_text()}] for e in test]
+    refs = [str(e.meta["answer"]) for e in test]
+    models = {d: TransformersModel(batch_size=args.split_batch, dtype=d)
+              for d in ("float32", "bfloat16")}
+    texts: dict[str, list[str]] = {}
+
+    def run(dtype: str):
+        def go() -> dict:
+            t0 = time.perf_counter()
+            gens = models[dtype].generate(prompts, params)
+            s_ = time.perf_counter() - t0
+            texts[dtype] = [g.text.strip() for g in gens]
+            n_tokens = sum(g.tokens_out for g in gens)
+            return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
+        return go
+
+    for model in models.values():
+        model.generate(prompts[:2], params)  # warm-up
+    runs = interleave({d: run(d) for d in models}, args.repeats)
+    f1 = TokenF1()
+    scores = {d: [f1.score(t, r).value for t, r in zip(texts[d], refs, strict=True)]
+              for d in models}
+    paired = paired_test(scores["float32"], scores["bfloat16"])
+    # the matmul limit: 2 FLOP per weight per token at the measured GFLOP/s of that dtype
+    n_params = sum(p.numel() for p in models["float32"].model.parameters())
+    limit_tok_s = {d: m["matmul_gflop_s"][d] * 1e9 / (2 * n_params) for d in models}
+    return {"questions": len(test), "batch": args.split_batch, "runs": runs,
+            "matmul_limit_tok_s": limit_tok_s,
+            "share_of_matmul_limit": {d: spread([r["tok_s"] / limit_tok_s[d] for r in runs[d]])
+                                      for d in models},
+            "tok_s": {d: spread([r["tok_s"] for r in runs[d]]) for d in models},
+            "ratio": spread([b["tok_s"] / f["tok_s"] for b, f in zip(
+                runs["bfloat16"], runs["float32"], strict=True)]),
+            "identical": sum(a == b for a, b in zip(texts["float32"], texts["bfloat16"],
+                                                    strict=True)),
+            "token_f1": paired.as_dict(), "peak_rss_mib": peak_rss_mib()}
+
+
+def split_markdown(s: dict) -> list[str]:
+    t, p = s["token_f1"], s["token_f1"]
+    return [
+        "",
+        f"**The FAQ test split in bfloat16** ({s['questions']} test questions of "
+        "examples/construction-faq answered in free text, same settings as above, one batch "
+        f"of {s['batch']}; `[models.x] dtype`): float32 against bfloat16 weights, "
+        "interleaved.",
+        "",
+        "| weights | output tokens/s | ratio (per repeat) | share of the matmul limit |",
+        "| --- | --- | --- | --- |",
+        f"| float32 (the default, the reference) | {fmt(s['tok_s']['float32'])} | 1 | "
+        f"{_share(s, 'float32')} |",
+        f"| bfloat16 | **{fmt(s['tok_s']['bfloat16'])}** | {fmt(s['ratio'], 2)}x | "
+        f"{_share(s, 'bfloat16')} |",
+        "",
+        f"Identical greedy answers: {s['identical']} of {s['questions']}. Token F1 against "
+        f"the FAQ's answer text: float32 {t['mean_a']:.3f}, bfloat16 {t['mean_b']:.3f}; "
+        f"bfloat16 minus float32 {t['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}] "
+        f"({p['interval']}), {p['test']} p = {p['p_value']:.2f}. The matmul limit is 2 FLOP "
+        "per weight per generated token at the measured GFLOP/s of that dtype (at batch 64 "
+        "decoding is compute-bound, not bandwidth-bound).",
+    ]
+
+
+def _share(s: dict, dtype: str) -> str:
+    return (f"{s['share_of_matmul_limit'][dtype]['median']:.0%} of "
+            f"{s['matmul_limit_tok_s'][dtype]:.0f} tok/s")
 
 
 if __name__ == "__main__":

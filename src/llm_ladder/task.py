@@ -78,6 +78,9 @@ class ModelConfig(Strict):
     context_length: int | None = None
     threads: int | None = None
     batch_size: int = Field(8, ge=1, le=512, description="local backends: requests per batch")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
+        "weights of the local backend and of a launched vLLM; bfloat16 is faster on CPUs "
+        "with native bf16 and changes some greedy answers (docs/benchmarks.md)"))
     concurrency: int = Field(4, ge=1, le=256, description="servers: requests in flight")
     timeout_s: float = 60.0
     max_retries: int = 4

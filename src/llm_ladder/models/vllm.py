@@ -123,7 +123,7 @@ class VllmModel(OpenAIModel):
                  api_key_env: str | None = None, path: str | None = None,
                  launch: bool = False, launch_python: str | None = None,
                  launch_timeout_s: float = 600.0, max_lora_rank: int = 64,
-                 context_length: int | None = None, **kw: Any):
+                 context_length: int | None = None, dtype: str = "float32", **kw: Any):
         self.server: _Server | None = None
         if launch:
             if base_url:
@@ -132,7 +132,7 @@ class VllmModel(OpenAIModel):
             weights = str(resolve_weights(name, path)) if (path or name.lower() in ALIASES) \
                 else name  # a hub id vLLM resolves itself
             self.server = _Server(launch_python or sys.executable, weights, name,
-                                  max_lora_rank, context_length, launch_timeout_s, "float32")
+                                  max_lora_rank, context_length, launch_timeout_s, dtype)
             base_url = self.server.base_url
         elif not base_url:
             raise LadderError(f"model {name!r} (vllm backend): set `base_url` to a running "

@@ -131,14 +131,15 @@ def adapter_model(task: Task, base_key: str, adapter_path: str) -> ChatModel:
     mc = task.model(base_key)
     return TransformersModel(name=mc.name, path=mc.path, batch_size=mc.batch_size,
                              threads=mc.threads, context_length=mc.context_length,
-                             adapter=adapter_path)
+                             adapter=adapter_path, dtype=mc.dtype)
 
 
 def tuned_model(task: Task, base_key: str, folder: str) -> ChatModel:
     """The fully fine-tuned model folder `folder` (safetensors), served like the base."""
     mc = task.model(base_key)
     return TransformersModel(name=mc.name, path=folder, batch_size=mc.batch_size,
-                             threads=mc.threads, context_length=mc.context_length)
+                             threads=mc.threads, context_length=mc.context_length,
+                             dtype=mc.dtype)
 
 
 def adapted(ctx: RungContext, name: str, prompt: Pipeline, manifest: dict[str, Any],

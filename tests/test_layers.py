@@ -13,8 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # lowest first; a module's layer is the one of its longest matching prefix
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["errors", "plugins", "task", "data", "splits", "store", "stats", "results",
-                    "workers", "models", "ppi", "cells"]),
+    ("foundation", ["errors", "hardware", "plugins", "task", "data", "splits", "store", "stats",
+                    "results", "workers", "models", "ppi", "cells"]),
     ("mechanics", ["metrics", "costs", "embedding", "rag", "tools", "finetune", "curve",
                    "optimize", "judging"]),
     ("rungs", ["rungs"]),

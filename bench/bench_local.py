@@ -86,14 +86,7 @@ def main() -> None:
         return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
 
     def ours(p: GenParams, key: str):
-        def run() -> dict:
-            t0 = time.perf_counter()
-            gens = model.generate(prompts, p)
-            s_ = time.perf_counter() - t0
-            outputs[key] = [g.text.strip() for g in gens]
-            n_tokens = sum(g.tokens_out for g in gens)
-            return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
-        return run
+        return lambda: timed_generate(model, prompts, p, outputs, key)
 
     runs = interleave({"baseline": baseline, "ours": ours(params, "ours"),
                        "ours_anti_loop": ours(defaults, "ours_anti_loop")}, args.repeats)
@@ -136,6 +129,16 @@ def main() -> None:
                       "test_split_bf16": split}, md, m, write_docs=not args.quick)
 
 
+def timed_generate(model, prompts, params, texts: dict, key: str) -> dict:
+    """One timed `generate` over all prompts; the answers go to texts[key]."""
+    t0 = time.perf_counter()
+    gens = model.generate(prompts, params)
+    s_ = time.perf_counter() - t0
+    texts[key] = [g.text.strip() for g in gens]
+    n_tokens = sum(g.tokens_out for g in gens)
+    return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
+
+
 def test_split_bf16(args, params, limit: int | None, m: dict) -> dict | None:
     """float32 vs bfloat16 weights on the FAQ test split: speed, identical answers, token F1."""
     from llm_ladder.hardware import cpu_has_bf16
@@ -155,14 +158,7 @@ def test_split_bf16(args, params, limit: int | None, m: dict) -> dict | None:
     texts: dict[str, list[str]] = {}
 
     def run(dtype: str):
-        def go() -> dict:
-            t0 = time.perf_counter()
-            gens = models[dtype].generate(prompts, params)
-            s_ = time.perf_counter() - t0
-            texts[dtype] = [g.text.strip() for g in gens]
-            n_tokens = sum(g.tokens_out for g in gens)
-            return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
-        return go
+        return lambda: timed_generate(models[dtype], prompts, params, texts, dtype)
 
     for model in models.values():
         model.generate(prompts[:2], params)  # warm-up

@@ -4,8 +4,8 @@ Loaded with sentence-transformers from the package folder, offline; a folder wit
 weights (.bin, .pt, .pkl...) or without safetensors is refused before anything is loaded.
 Vectors are L2-normalized (in float32) so a dot product is the cosine similarity. With
 `dtype = "auto"` the weights are bfloat16 where the CPU has native bf16 dot products
-(hardware.cpu_has_bf16) and float32 elsewhere: 1.6x the float32 encode speed on an
-AVX512-BF16 CPU with the same retrieval scores on the FAQ benchmark (docs/benchmarks.md).
+(hardware.cpu_has_bf16) and float32 elsewhere: about 2x the float32 encode speed on an
+AVX512-BF16 CPU, retrieval scores within 0.2 points on the FAQ benchmark (docs/benchmarks.md).
 The dtype is a compute setting, not part of an index's identity: bf16 and float32 vectors
 of one model agree to a cosine of ~0.9999, so an index built with one is searched with the
 other. Dynamic int8 quantization was tried and not offered (faster, but it lost more than a

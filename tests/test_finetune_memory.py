@@ -197,7 +197,7 @@ def test_a_planned_pass_grows_the_process_by_its_graph_not_by_the_heap(base):
     """Under max_memory_gb the planner counts what the autograd graph keeps, but glibc kept
     what the graph freed: after it raised its own mmap threshold, activation-sized tensors
     came from the heap and stayed resident when freed. One float32 pass of 4 x 512 tokens
-    with checkpointing grew the process by ~1.8 GB (the graph holds ~0.14 GB); the planner
+    with checkpointing grew the process by ~1.8 GB (its layer inputs are ~0.14 GB); the planner
     now fixes the threshold (`_return_freed_blocks`) and the pass grows it by its graph."""
     import json
     import subprocess

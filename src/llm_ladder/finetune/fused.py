@@ -22,6 +22,7 @@ where PEFT's dropout is a fused kernel already.
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Any
 
@@ -32,9 +33,7 @@ def keep_mask(shape: Any, p: float, device: Any, torch: Any) -> tuple[Any, float
     """A bool mask of `shape`, each element False with probability p rounded to k / 65536,
     drawn from torch's generator; returns (mask, the rounded p)."""
     cut = round(p * 65536)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     words = torch.empty((n + WORD_SLICES - 1) // WORD_SLICES, dtype=torch.int64,
                         device=device).random_(-(2**63), None)  # the full 64-bit range
     uniform = words.view(torch.int16)[:n].view(shape)  # uniform over -32768 .. 32767
@@ -55,9 +54,8 @@ def _fused_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
     a = self.lora_A[name].weight
     b = self.lora_B[name].weight
     scale = self.scaling[name]
-    drop = self.lora_dropout[name]
     h = self._cast_input_dtype(x, a.dtype)  # as PEFT does
-    p = getattr(drop, "p", 0.0)
+    p = getattr(self.lora_dropout[name], "p", 0.0)  # nn.Identity: no dropout
     if self.training and p > 0:
         keep, p = keep_mask(h.shape, p, h.device, torch)
         if p > 0:

@@ -152,3 +152,29 @@ def test_missing_task_file(tmp_path):
     assert msg == f"{tmp_path / 'nowhere' / 'task.toml'}: task file not found"
     msg = error_of(tmp_path / "absent.toml")
     assert msg == f"{tmp_path / 'absent.toml'}: task file not found"
+
+
+def test_a_model_setting_the_backend_ignores_is_refused_by_name():
+    """`dtype` on llama.cpp or `batch_size` on an OpenAI endpoint would do nothing: the model is
+    not built, and the error names the setting and the backend."""
+    from llm_ladder import plugins
+    from llm_ladder.models import build_model, ignored_settings
+    from llm_ladder.task import ModelConfig
+
+    gguf = ModelConfig.model_validate({"backend": "llamacpp", "name": "gemma3-270m",
+                                       "dtype": "bfloat16", "threads": 2})
+    with pytest.raises(LadderError, match=r"llamacpp backend does not use `dtype`; remove it"):
+        build_model(gguf)
+    hosted = ModelConfig.model_validate({"backend": "openai", "name": "m", "batch_size": 32,
+                                         "threads": 4, "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(LadderError, match=r"`batch_size`, `threads`; remove them"):
+        build_model(hosted)
+    # what each backend does read passes, defaults never count as set
+    vllm = ModelConfig.model_validate({"backend": "vllm", "name": "m", "concurrency": 8,
+                                       "timeout_s": 5, "max_retries": 1, "dtype": "bfloat16"})
+    assert ignored_settings(plugins.get("models", "vllm"), vllm) == []
+    batched = ModelConfig.model_validate({"backend": "vllm", "name": "m", "batch_size": 2})
+    assert ignored_settings(plugins.get("models", "vllm"), batched) == ["batch_size"]
+    local = ModelConfig.model_validate({"backend": "local", "batch_size": 4, "dtype": "float32"})
+    assert ignored_settings(plugins.get("models", "local"), local) == []
+    assert ignored_settings(plugins.get("models", "openai"), ModelConfig(backend="openai")) == []

@@ -113,3 +113,25 @@ def test_gemma_local_tokenizer_has_the_transcript_template():
     ids, labels = encode(tok, msgs, "Madrid")
     assert tok.convert_ids_to_tokens([i for i, lab in zip(ids, labels, strict=True)
                                       if lab != IGNORE]) == ["▁Madrid", "<eos>"]
+
+
+def test_untuned_gemma_local_stops_at_the_next_user_turn():
+    """Prompted without an adapter, the base model would write the next "User:" turn until
+    max_tokens: the local backend adds the transcript's turn marker as a stop string, in
+    batch generation and in streaming alike (the llama.cpp backend does the same)."""
+    from llm_ladder.models.base import GenParams
+    from llm_ladder.models.local import TransformersModel
+
+    model = TransformersModel("gemma3-270m", batch_size=2)
+    shots = [("France", "Paris"), ("Germany", "Berlin"), ("Egypt", "Cairo")]
+    msgs = [{"role": "system", "content": "Answer with the capital city."}]
+    for country, city in shots:
+        msgs += [{"role": "user", "content": country}, {"role": "assistant", "content": city}]
+    msgs.append({"role": "user", "content": "Spain"})
+    params = GenParams(max_tokens=24)
+    (gen,) = model.generate([msgs], params)
+    assert "Madrid" in gen.text and "User" not in gen.text, gen
+    assert gen.finish_reason == "stop" and gen.tokens_out < 24, gen
+    streamed = list(model.stream(msgs, params))
+    assert "".join(s for s in streamed if isinstance(s, str)) == streamed[-1].text == gen.text
+    assert params.stop is None  # the caller's settings are not changed

@@ -32,7 +32,13 @@ import numpy as np
 from llm_ladder.errors import LadderError, require
 from llm_ladder.models.base import ANTI_LOOP_DEFAULTS, Generation, GenParams, Messages, anti_loop
 from llm_ladder.models.constrain import anti_loop_numpy, constraint_of, gbnf_choices
-from llm_ladder.models.local import ALIASES, GEMMA_ALIASES, gemma3_gguf, smollm2_gguf
+from llm_ladder.models.local import (
+    ALIASES,
+    GEMMA_ALIASES,
+    TRANSCRIPT_STOP,
+    gemma3_gguf,
+    smollm2_gguf,
+)
 
 
 class LlamaCppModel:
@@ -234,9 +240,6 @@ class LlamaCppModel:
             yield final[len(sent):]
         yield Generation(final, n_in, count[0] - (reason == "stop" and count[0] > 0),
                          time.perf_counter() - t0, reason)
-
-
-TRANSCRIPT_STOP = ["\nUser:", "\n\nUser:"]
 
 
 def transcript(messages: Messages) -> str:

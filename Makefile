@@ -18,7 +18,7 @@ WHEELS      ?= $(HOME)/.cache/llm-ladder/wheels
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-dev demo test lint bench bench-quick bench-vllm clean mutation lock vllm-venv test-scale
+.PHONY: install install-dev demo test lint bench bench-scale bench-quick bench-vllm clean mutation lock vllm-venv test-scale
 
 # Every third-party file is checked against its sha256 (locks/*.txt, made by `make lock` from
 # requirements.lock): pip runs in --require-hashes mode with --no-deps, so nothing unpinned
@@ -81,35 +81,20 @@ lint: install-dev
 
 # Each benchmark writes bench/results/<name>.json (the machine as measured, the command, its
 # wall time) and regenerates its own section of docs/benchmarks.md between its markers
-# (bench/benchlib.py): median (min-max) of >= 3 interleaved repeats. `make bench-quick` checks
-# that they all run (tiny sizes, 1 repeat, no docs written). bench_llamacpp builds llama.cpp's
-# llama-bench once per machine and caches it outside the repo (bench/build_llama_bench.sh).
-# bench_vllm needs the vLLM venv: `make bench-vllm`, kept out of `make bench`.
-BENCH := local train train_memory serve llamacpp openai rag vectors vectors_real audit
+# (bench/benchlib.py): median (min-max) of >= 3 interleaved repeats. bench/run_all.py runs a
+# tier back to back and records its wall time (its own section): `make bench` the targets at
+# their sizes (goal: under 30 min on 2 cores), `make bench-scale` retrieval at 1M synthetic
+# vectors and on real embeddings, `make bench-quick` every script at tiny sizes, 1 repeat, no
+# docs. bench_llamacpp builds llama.cpp's llama-bench once per machine and caches it outside
+# the repo (bench/build_llama_bench.sh). bench_vllm needs the vLLM venv: `make bench-vllm`.
 bench: install-dev
-	$(PY) bench/bench_local.py
-	$(PY) bench/bench_train.py
-	$(PY) bench/bench_train_memory.py
-	$(PY) bench/bench_serve.py
-	$(PY) bench/bench_llamacpp.py
-	$(PY) bench/bench_openai.py
-	$(PY) bench/bench_rag.py
-	$(PY) bench/bench_vectors.py
-	$(PY) bench/bench_vectors_real.py
-	$(PY) bench/bench_audit.py
-	$(PY) -c 'import json, pathlib; t = [(n, json.loads(f.read_text()).get("wall_s") or 0) for n in "$(BENCH)".split() if (f := pathlib.Path(f"bench/results/{n}.json")).exists()]; print("\n".join(f"{n:10} {s / 60:5.1f} min" for n, s in t), f"\ntotal      {sum(s for _, s in t) / 60:5.1f} min")'
+	$(PY) bench/run_all.py --tier core
+
+bench-scale: install-dev
+	$(PY) bench/run_all.py --tier scale
 
 bench-quick: install-dev
-	$(PY) bench/bench_local.py --quick
-	$(PY) bench/bench_train.py --quick
-	$(PY) bench/bench_train_memory.py --quick
-	$(PY) bench/bench_serve.py --quick
-	$(PY) bench/bench_llamacpp.py --quick
-	$(PY) bench/bench_openai.py --quick
-	$(PY) bench/bench_rag.py --quick
-	$(PY) bench/bench_vectors.py --quick
-	$(PY) bench/bench_vectors_real.py --quick
-	$(PY) bench/bench_audit.py --quick
+	$(PY) bench/run_all.py --quick
 
 bench-vllm: install-dev vllm-venv
 	$(PY) bench/bench_vllm.py --python $(abspath $(VLLM_VENV))/bin/python

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import benchlib  # noqa: E402
+import run_all  # noqa: E402
 
 
 def test_a_section_is_rewritten_between_its_markers_only():
@@ -49,7 +50,7 @@ def test_every_marked_section_in_the_docs_has_its_benchmark():
              if line.startswith("<!-- bench:")]
     assert names
     bench = Path(__file__).resolve().parents[1] / "bench"
-    published = {n for p in bench.glob("bench_*.py")
+    published = {n for p in bench.glob("*.py")
                  for n in re.findall(r'publish\(\s*"(\w+)"', p.read_text())}
     for name in names:  # bench/bench_NAME.py, or another script, publishes it
         assert name in published, f"no bench script calls publish({name!r}, ...)"
@@ -57,25 +58,25 @@ def test_every_marked_section_in_the_docs_has_its_benchmark():
 
 def test_every_benchmark_publishes_into_its_markers_and_make_bench_runs_it():
     """A benchmark that prints instead of publishing, a section without its markers, or a
-    script `make bench` / `make bench-quick` forgets, would leave hand-copied figures."""
+    script no tier of bench/run_all.py runs (`make bench`, `make bench-scale`, `make
+    bench-quick` all go through it), would leave hand-copied figures."""
     root = Path(__file__).resolve().parents[1]
     doc = (root / "docs" / "benchmarks.md").read_text()
     make = (root / "Makefile").read_text()
-    targets = {t: re.search(rf"^{t}:.*\n((?:\t.*\n)+)", make, re.M) for t in ("bench",
-                                                                              "bench-quick")}
-    # scripts that do not (yet) write a docs section or run in `make bench`, with the reason
-    not_yet: dict[str, str] = {}
+    for target, tier in (("bench", "--tier core"), ("bench-scale", "--tier scale"),
+                         ("bench-quick", "--quick")):
+        body = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", make, re.M)
+        assert body and f"bench/run_all.py {tier}" in body.group(1), target
+    in_tiers = {step[0] for steps in run_all.TIERS.values() for step in steps}
     scripts = sorted(p for p in (root / "bench").glob("*.py")
-                     if p.stem not in ("benchlib", "faq_prompts", *not_yet))
-    assert len(scripts) >= 8
-    assert all((root / "bench" / f"{s}.py").is_file() for s in not_yet), "stale exemption"
+                     if p.stem not in ("benchlib", "faq_prompts"))
+    assert len(scripts) >= 9
     for script in scripts:
         names = re.findall(r'publish\(\s*"(\w+)"', script.read_text())
         assert names, f"{script.name} does not call publish(...)"
         for name in names:
             i, j = doc.find(f"<!-- bench:{name} -->"), doc.find(f"<!-- /bench:{name} -->")
             assert 0 <= i < j, f"docs/benchmarks.md lacks the bench:{name} markers"
-        if script.stem == "bench_vllm":  # needs .venv-vllm: its own target
+        if script.stem in ("bench_vllm", "run_all"):  # vllm: its own venv and target
             continue
-        for target, body in targets.items():
-            assert body and f"bench/{script.name}" in body.group(1), (target, script.name)
+        assert script.name in in_tiers, f"no tier of bench/run_all.py runs {script.name}"

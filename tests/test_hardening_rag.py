@@ -19,15 +19,17 @@ from llm_ladder.rag.sources import load_urls
 
 
 def test_deeply_nested_html_is_linear() -> None:
-    """`"<span>x" * n` took 84 s at n = 40,000 with the old stack scan (quadratic)."""
-    start = time.perf_counter()
+    """`"<span>x" * n` took 84 s at n = 40,000 with the old stack scan (quadratic); it takes
+    ~0.3 s now. Timed in this process's CPU seconds, not wall time: a wall-clock bound failed
+    once (16.6 s) while `make demo` shared the 2 cores with the suite."""
+    start = time.process_time()
     text = html_to_text("<p>start</p>" + "<span>x" * 40_000, {})
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     assert text.startswith("start\n\n") and text.count("x") == 40_000
     # unclosed block and heading tags nest just as deep
-    start = time.perf_counter()
+    start = time.process_time()
     assert html_to_text("<div><h2>y" * 20_000, {}).count("y") == 20_000
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
 
 
 def test_html_text_keeps_structure_and_drops_scripts() -> None:

@@ -53,7 +53,7 @@ def run(steps: list[list[str]], quick: bool) -> list[dict]:
 def markdown(tier: str, steps: list[dict]) -> str:
     total = sum(s["seconds"] for s in steps)
     lines = [f"The `{tier}` tier run back to back by `bench/run_all.py`, each benchmark in its "
-             "own process on an otherwise idle machine; wall time per step as this run "
+             "own process (meant for an otherwise idle machine); wall time per step as this run "
              "measured it (model loads and the machine probe included).", "",
              "| step | minutes |", "| --- | ---: |"]
     lines += [f"| `bench/{s['step']}` | {s['seconds'] / 60:.1f} |" for s in steps]

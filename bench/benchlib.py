@@ -69,8 +69,14 @@ def bandwidth_gb_s(mb: int = 512, tries: int = 5) -> float:
     return 2 * a.nbytes / best / 1e9
 
 
-def matmul_gflop_s(dtype: str = "float32", n: int = 1024, tries: int = 5) -> float | None:
-    """Square matmul throughput with torch on this process's threads, best try."""
+def matmul_gflop_s(dtype: str = "float32", n: int = 1024, tries: int = 5,
+                   budget_s: float = 1.0) -> float | None:
+    """Square matmul throughput with torch on this process's threads, best try.
+
+    Tries stop once `budget_s` is spent; a warm-up that alone takes longer than the budget is
+    the measurement (emulated bf16 on a CPU without it: ~1 GFLOP/s, 2 s per 1024^3 matmul,
+    where five more tries would only confirm the order of magnitude).
+    """
     try:
         import torch
     except ImportError:
@@ -78,12 +84,19 @@ def matmul_gflop_s(dtype: str = "float32", n: int = 1024, tries: int = 5) -> flo
     dt_ = getattr(torch, dtype)
     a = torch.randn(n, n).to(dt_)
     b = torch.randn(n, n).to(dt_)
+    t0 = time.perf_counter()
     a @ b  # warm-up
-    best = float("inf")
+    best = time.perf_counter() - t0
+    if best > budget_s:
+        return 2 * n**3 / best / 1e9
+    best, spent = float("inf"), 0.0
     for _ in range(tries):
         t0 = time.perf_counter()
         a @ b
-        best = min(best, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        best, spent = min(best, took), spent + took
+        if spent > budget_s:
+            break
     return 2 * n**3 / best / 1e9
 
 
@@ -97,8 +110,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+MACHINE_ENV = "LADDER_BENCH_MACHINE"  # run_all.py probes once and hands it to each step
+
+
 def machine() -> dict[str, Any]:
-    """The machine as measured now (a few seconds)."""
+    """The machine as measured now (~10 s), or as `run_all.py` probed it at the start of the
+    tier (passed in $LADDER_BENCH_MACHINE) with the load average read now."""
+    if probed := os.environ.get(MACHINE_ENV):
+        m = json.loads(probed)
+        return {**m, "load_avg": [round(x, 2) for x in os.getloadavg()],
+                "probed_at_tier_start": True}
     model, flags = _cpuinfo()
     try:
         cores = len(os.sched_getaffinity(0))
@@ -120,9 +141,10 @@ def machine() -> dict[str, Any]:
 def machine_line(m: dict[str, Any]) -> str:
     flops = ", ".join(f"{v:.0f} GFLOP/s {k}" for k, v in m["matmul_gflop_s"].items())
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    when = " at the start of the tier" if m.get("probed_at_tier_start") else ""
     return (f"*Machine:* {m['cpu']}, {m['cores']} cores ({' '.join(m['flags']) or 'no AVX2'}), "
-            f"{m['memory_gib']} GiB; measured {m['bandwidth_gb_s']:.0f} GB/s copy bandwidth, "
-            f"{flops}; load average {m['load_avg'][0]} at the start; {libs}.")
+            f"{m['memory_gib']} GiB; measured{when} {m['bandwidth_gb_s']:.0f} GB/s copy "
+            f"bandwidth, {flops}; load average {m['load_avg'][0]} at the start; {libs}.")
 
 
 def spread(values: list[float]) -> dict[str, float]:

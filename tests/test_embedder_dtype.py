@@ -87,3 +87,27 @@ def test_the_task_setting_reaches_the_embedder() -> None:
     assert embedding.build_embedder(cfg).dtype == "float32"
     cfg = CorpusConfig(paths=["corpus"], embedder_dtype="bfloat16")
     assert embedding.build_embedder(cfg).dtype == "bfloat16"
+
+
+def test_batches_are_formed_by_tokens_and_vectors_keep_the_input_order() -> None:
+    """Digits cost a token per character, a long word few: sorted by characters (what
+    `encode` does) these mix in one batch and pad to the digits' length; by tokens they
+    do not. Each vector still belongs to its own text, in the caller's order."""
+    emb = embedding.Embedder(dtype="float32", batch_size=2)
+    long_digits = "1 2 3 4 5 6 7 8 9 0 " * 4    # 80 characters, 42 tokens
+    long_word = "internationalization " * 4     # 84 characters, 10 tokens
+    mid_digits = "9 8 7 6 5 4 3 2 1 0 " * 2     # 40 characters, 22 tokens
+    short = "3 1 4 1 5 9 2 6"                   # 15 characters, 10 tokens
+    texts = [short, long_word, mid_digits, long_digits]
+    ntok = [len(emb.model.tokenizer(t)["input_ids"]) for t in texts]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(ntok[i] for i in b) for b in batches)
+
+    by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    char_batches = [by_chars[s:s + 2] for s in range(0, len(texts), 2)]
+    ours = emb.batches(texts)
+    assert sorted(i for b in ours for i in b) == list(range(len(texts)))
+    assert padded(ours) < padded(char_batches), (ours, char_batches, ntok)
+    alone = np.stack([emb.model.encode([t], normalize_embeddings=True) [0] for t in texts])
+    assert np.abs(emb.embed(texts) - alone).max() < 1e-5

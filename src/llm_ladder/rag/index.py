@@ -143,10 +143,11 @@ def build_index(task: Task, embedder: Any, progress: Callable[[int, int], None] 
                       "doc_chunks": len(expected[c.doc_id])}
         report.chunks = len(kept) + len(chunks)
         now_ids = kept | {c.id for c in chunks}
-        # longest first, as sentence-transformers orders one encode call: each EMBED_BATCH
-        # slice then holds chunks of similar length and pads little (slices of the corpus
-        # order padded every batch to its longest chunk: 0.88 of one encode call in bf16)
-        todo = sorted((c for c in chunks if c.id not in before), key=lambda c: -len(c.text))
+        # longest first by the chunker's token count: each EMBED_BATCH slice then holds
+        # chunks of similar length, which the embedder batches by tokens again and pads
+        # little (slices of the corpus order padded every batch to its longest chunk)
+        todo = sorted((c for c in chunks if c.id not in before),
+                      key=lambda c: (-c.meta.get("tokens", 0), -len(c.text)))
         stale = [i for i in before if i not in now_ids]
         docs_before = set(before.values())
         docs_now = {c.doc_id for c in chunks} | {before[i] for i in kept}

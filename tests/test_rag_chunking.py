@@ -58,29 +58,24 @@ def real_docs() -> list[Document]:
 
 
 def covered(doc: Document, chunks) -> None:
-    """Every non-space character of the document lies inside some chunk (nothing dropped)."""
+    """Every non-space character of the document lies inside some chunk (nothing dropped).
+
+    A window repeated verbatim in one document is stored once, by design (the chunk id is a
+    hash of document and text), so a character also counts as covered when it lies in any
+    occurrence of a stored chunk's text. Checked per character, not per uncovered run: a
+    sentence repeated in two places may be split into windows whose copies are kept in
+    different places (docs/benchmarks.md repeats its machine line per section)."""
     inside = bytearray(len(doc.text))
     for c in chunks:
         assert doc.text[c.meta["start"]:c.meta["end"]] == c.text  # verbatim slice
         inside[c.meta["start"]:c.meta["end"]] = b"\1" * (c.meta["end"] - c.meta["start"])
+    for c in chunks:
+        k = doc.text.find(c.text)
+        while k != -1:
+            inside[k:k + len(c.text)] = b"\1" * len(c.text)
+            k = doc.text.find(c.text, k + 1)
     missing = [i for i, ch in enumerate(doc.text) if not ch.isspace() and not inside[i]]
-    # A window repeated verbatim in one document is stored once, by design (the chunk id is
-    # a hash of document and text): an uncovered run is fine only when the same text also
-    # occurs elsewhere in the document, wholly inside kept chunks.
-    runs: list[list[int]] = []
-    for i in missing:
-        if runs and doc.text[runs[-1][-1] + 1:i].strip() == "":
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    for run in runs:
-        text = doc.text[run[0]:run[-1] + 1]
-        k, kept = doc.text.find(text), False
-        while k != -1 and not kept:
-            kept = k != run[0] and all(inside[j] or doc.text[j].isspace()
-                                       for j in range(k, k + len(text)))
-            k = doc.text.find(text, k + 1)
-        assert kept, f"{doc.id}: dropped {text[:40]!r}"
+    assert not missing, f"{doc.id}: dropped {doc.text[missing[0]:missing[0] + 40]!r}"
 
 
 @pytest.mark.parametrize("chunker", [fixed_chunks, structured_chunks])

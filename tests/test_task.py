@@ -178,3 +178,20 @@ def test_a_model_setting_the_backend_ignores_is_refused_by_name():
     local = ModelConfig.model_validate({"backend": "local", "batch_size": 4, "dtype": "float32"})
     assert ignored_settings(plugins.get("models", "local"), local) == []
     assert ignored_settings(plugins.get("models", "openai"), ModelConfig(backend="openai")) == []
+
+
+def test_retrieval_ann_settings_reach_the_lancedb_store_and_are_refused_elsewhere(tmp_path):
+    from llm_ladder.rag.index import open_store
+
+    corpus = '\n[corpus]\npaths = ["docs"]\n'
+    write(tmp_path, MINIMAL + corpus + "[retrieval]\nnprobes = 90\nrefine_factor = 0\n")
+    store = open_store(load_task(tmp_path), "test-embedder", 8)
+    assert (store.nprobes, store.refine_factor) == (90, 0)
+    store.close()
+    write(tmp_path, MINIMAL + corpus + 'store = "pgvector"\npg_url_env = "PG"\n'
+          "[retrieval]\nnprobes = 90\n")
+    assert "retrieval.nprobes tunes LanceDB's ANN index" in error_of(tmp_path)
+    write(tmp_path, MINIMAL + "[retrieval]\nrefine_factor = 5\n")
+    assert "retrieval.refine_factor" in error_of(tmp_path)
+    write(tmp_path, MINIMAL + corpus + "[retrieval]\nnprobes = 0\n")
+    assert "'retrieval.nprobes'" in error_of(tmp_path)

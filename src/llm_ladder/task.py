@@ -179,6 +179,12 @@ class CorpusConfig(Strict):
 class RetrievalConfig(Strict):
     k: int = Field(4, ge=1, le=50)
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    nprobes: int | None = Field(None, ge=1, description=(
+        "LanceDB ANN index: partitions probed per search (default: a quarter of them, at "
+        "least 40)"))
+    refine_factor: int | None = Field(None, ge=0, description=(
+        "LanceDB ANN index: re-rank refine_factor * k candidates with the full vectors "
+        "(default 10; 0: none)"))
 
 
 class RungsConfig(Strict):
@@ -347,6 +353,15 @@ class Task(Strict):
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     prices: dict[str, Price] = Field(default_factory=dict)
     root: Path = Field(Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _ann_settings_need_lancedb(self) -> Task:
+        given = [k for k in ("nprobes", "refine_factor")
+                 if getattr(self.retrieval, k) is not None]
+        if given and (self.corpus is None or self.corpus.store != "lancedb"):
+            raise ValueError(f"retrieval.{given[0]} tunes LanceDB's ANN index; it needs a "
+                             f"[corpus] with store = 'lancedb' (pgvector searches HNSW)")
+        return self
 
     def path(self, rel: str) -> Path:
         p = Path(rel)

@@ -86,7 +86,9 @@ def open_store(task: Task, embedder: str, dim: int, create: bool = True) -> Vect
     if cfg.store == "lancedb":
         from llm_ladder.rag.stores import LanceStore
 
-        return LanceStore(task.state_dir / "index", embedder, dim, create=create)
+        return LanceStore(task.state_dir / "index", embedder, dim, create=create,
+                          nprobes=task.retrieval.nprobes,
+                          refine_factor=task.retrieval.refine_factor)
     if cfg.store == "pgvector":
         from llm_ladder.rag.pgvector_store import PgVectorStore
 

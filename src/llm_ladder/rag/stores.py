@@ -17,19 +17,22 @@ conflicts), so the first write of a `LanceStore` takes a non-blocking `fcntl.flo
 the holder's pid. Readers never lock and see the latest committed version.
 
 Searches are exact (a flat scan) until `build_ann_index()` builds an approximate index on the
-vectors (IVF_SQ by default: k-means partitions, 8-bit scalar-quantized vectors, cosine); then
-`search` probes `nprobes` partitions and re-ranks `refine_factor * k` candidates with the full
-float32 vectors. Chunks added after the build are searched exactly alongside the index until
-`optimize()` folds them in. A filtered search that finds fewer than k chunks through the
-index (a selective filter whose matches lie outside the probed partitions) is re-run exactly,
-so filters never lose matches. `bench/bench_vectors.py` measures latency and recall@10 at
-10^5..10^6 synthetic vectors, `bench/bench_vectors_real.py` on real MiniLM embeddings of text.
-Skipped here: pgvector and remote stores, locking on platforms without `fcntl`.
+vectors (IVF_SQ by default: ~sqrt(n) k-means partitions, 8-bit scalar-quantized vectors,
+cosine); then `search` probes `nprobes` partitions (default: a quarter of them, at least 40;
+the build records the partition count in the table so every reader scales alike) and re-ranks
+`refine_factor * k` candidates with the full float32 vectors. Chunks added after the build are
+searched exactly alongside the index until `optimize()` folds them in. A filtered search that
+finds fewer than k chunks through the index (a selective filter whose matches lie outside the
+probed partitions) is re-run exactly, so filters never lose matches. `bench/bench_vectors.py`
+measures latency and recall@10 at 10^5..10^6 synthetic vectors, `bench/bench_vectors_real.py`
+on real MiniLM embeddings of text. Skipped here: pgvector and remote stores, locking on
+platforms without `fcntl`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -46,14 +49,36 @@ LOCK_FILE = ".write.lock"
 FILTER_KEYS = ("id", "doc_id", "source", "position")
 _META_EMBEDDER = b"llm_ladder.embedder"
 _META_DIM = b"llm_ladder.dim"
-# ANN defaults: about sqrt(n) partitions; probe 40 of them; re-rank 10*k full vectors. Tuned
-# on real MiniLM embeddings of text (bench/bench_vectors_real.py, 50k docstring paragraphs,
-# 2 cores): the earlier 20/5, chosen on synthetic clusters where it reached recall@10 1.0,
-# gave 0.919 on real text; 40/10 gave 0.960 at p50 8.6 ms (vs 7.6 ms for 20/10).
+# ANN defaults: about sqrt(n) partitions; probe a quarter of them, at least 40; re-rank 10*k
+# full vectors. Measured on real MiniLM embeddings of text (bench/bench_vectors_real.py,
+# docstring paragraphs, 2 cores): a fixed 40 probes is a shrinking share of the partitions and
+# recall@10 fell from 0.976 at 10k to 0.936 at 100k (316 partitions); a quarter of them gave
+# 0.968 at 25k and 0.977 at 100k, and each extra probe costs little next to LanceDB's fixed
+# cost per query. The earlier 20/5, chosen on synthetic clusters, gave 0.919 at 50k.
 ANN_KINDS = ("ivf_sq", "ivf_hnsw_sq", "ivf_pq", "ivf_flat")
 ANN_MIN_ROWS = 256
-DEFAULT_NPROBES = 40
+MIN_NPROBES = 40
+NPROBES_SHARE = 0.25
 DEFAULT_REFINE_FACTOR = 10
+_META_PARTITIONS = "llm_ladder.ann_partitions"  # on the vector field, written by the build
+
+
+def default_partitions(rows: int) -> int:
+    """IVF partitions for `rows` vectors: about sqrt(rows), at most 4096."""
+    return min(4096, max(1, round(rows ** 0.5)))
+
+
+def default_nprobes(partitions: int) -> int:
+    """Partitions a search probes by default: a quarter of them, at least MIN_NPROBES (all of
+    them when there are fewer)."""
+    return min(partitions, max(MIN_NPROBES, math.ceil(partitions * NPROBES_SHARE)))
+
+
+def _search_setting(name: str, value: Any, least: int) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+        raise LadderError(f"{name} must be an integer >= {least}, not {value!r}")
+    return value
 
 
 def as_float32(vectors: Any, n: int, dim: int, embedder: str) -> np.ndarray:
@@ -95,7 +120,13 @@ class VectorStore(Protocol):
 class LanceStore:
     """A LanceDB table in `path`; created on first open when `create` is true."""
 
-    def __init__(self, path: str | Path, embedder: str, dim: int, create: bool = True):
+    def __init__(self, path: str | Path, embedder: str, dim: int, create: bool = True, *,
+                 nprobes: int | None = None, refine_factor: int | None = None):
+        """`nprobes` and `refine_factor` set this store's ANN search defaults (None: a quarter
+        of the index's partitions, at least 40; and 10)."""
+        self.nprobes = _search_setting("nprobes", nprobes, 1)
+        self.refine_factor = _search_setting("refine_factor", refine_factor, 0)
+        self._partitions: int | None = None  # of the ANN index, read once from its metadata
         self.lancedb = require("lancedb", "rag")
         self.pa = require("pyarrow", "rag")
         self.path = Path(path)
@@ -257,7 +288,7 @@ class LanceStore:
         if n < ANN_MIN_ROWS:
             raise LadderError(f"an ANN index needs at least {ANN_MIN_ROWS} chunks, not {n}; "
                               f"exact search is fast at this size")
-        parts = int(num_partitions or min(4096, max(1, round(n ** 0.5))))
+        parts = int(num_partitions or default_partitions(n))
         if not 1 <= parts <= n // 4:
             raise LadderError(f"num_partitions must be between 1 and {n // 4} for {n} chunks, "
                               f"not {parts}")
@@ -267,7 +298,29 @@ class LanceStore:
                 s for s in (self.dim // 8, self.dim // 4, self.dim // 2, self.dim, 1)
                 if s and self.dim % s == 0)
         self.table.create_index("vector", config=configs[kind](**params), replace=True)
-        return {"kind": kind, "num_partitions": parts, "rows": n}
+        # recorded in the table (a new version) so that every reader's default probes scale
+        # with the partitions actually built
+        self.table.update_field_metadata(
+            {"path": "vector", "metadata": {_META_PARTITIONS: str(parts)}})
+        self._partitions = parts
+        return {"kind": kind, "num_partitions": parts, "rows": n,
+                "nprobes": self.nprobes or default_nprobes(parts)}
+
+    def ann_partitions(self) -> int | None:
+        """The ANN index's partition count as recorded at its build; for an index built before
+        it was recorded, the default for its indexed rows. None without an index. Read once
+        per store object: a rebuild by another process is seen after reopening."""
+        if self._partitions is None:
+            field = self.table.schema.field("vector")
+            recorded = (field.metadata or {}).get(_META_PARTITIONS.encode())
+            if recorded:
+                self._partitions = int(recorded)
+            else:
+                info = self.ann_index()
+                if info is None:
+                    return None
+                self._partitions = default_partitions(int(info["indexed"] or self.count()))
+        return self._partitions
 
     def ann_index(self) -> dict[str, Any] | None:
         """The ANN index on the vectors: {'name', 'type', 'indexed', 'unindexed'}, or None."""
@@ -304,15 +357,14 @@ class LanceStore:
     def search(self, vector: Any, k: int = 10, where: dict[str, Any] | None = None, *,
                nprobes: int | None = None, refine_factor: int | None = None,
                exact: bool = False) -> list[tuple[Chunk, float]]:
-        """With an ANN index (and not `exact`), probe `nprobes` partitions (default 40) and
-        re-rank `refine_factor * k` candidates exactly (default 10; 0: no re-ranking)."""
+        """With an ANN index (and not `exact`), probe `nprobes` partitions and re-rank
+        `refine_factor * k` candidates exactly (0: no re-ranking); None: the store's settings,
+        else a quarter of the partitions (at least 40) and 10."""
         vec = self._vectors([vector], 1)[0]
         if not np.isfinite(vec).all():
             raise LadderError("the query vector contains NaN or infinity")
-        for name, value, least in (("nprobes", nprobes, 1), ("refine_factor", refine_factor, 0)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < least):
-                raise LadderError(f"{name} must be an integer >= {least}, not {value!r}")
+        nprobes = _search_setting("nprobes", nprobes, 1)
+        refine_factor = _search_setting("refine_factor", refine_factor, 0)
         n = self.count()
         if k < 1 or not n:
             return []
@@ -326,8 +378,10 @@ class LanceStore:
                nprobes: int | None, refine_factor: int | None) -> list[dict[str, Any]]:
         query = self.table.search(vec, vector_column_name="vector").distance_type("cosine")
         if ann:
-            query = query.nprobes(nprobes or DEFAULT_NPROBES)
-            refine = DEFAULT_REFINE_FACTOR if refine_factor is None else refine_factor
+            probes = nprobes or self.nprobes or default_nprobes(self.ann_partitions() or 1)
+            query = query.nprobes(probes)
+            refine = next(r for r in (refine_factor, self.refine_factor, DEFAULT_REFINE_FACTOR)
+                          if r is not None)
             if refine:
                 query = query.refine_factor(refine)
         else:

@@ -94,6 +94,8 @@ def test_default_probes_scale_with_the_partitions_recorded_in_the_table(tmp_path
     fixed = LanceStore(tmp_path / "idx", "test-embedder", DIM, create=False, nprobes=40,
                        refine_factor=0)
     assert _ids(fixed, queries) == _ids(reader, queries, nprobes=40, refine_factor=0)
+    assert (reader.info()["ann"]["nprobes"], fixed.info()["ann"]["nprobes"]) == (100, 40)
+    assert (reader.info()["ann"]["partitions"], fixed.info()["ann"]["refine_factor"]) == (400, 0)
     # ... and a search's argument replaces both
     assert _ids(fixed, queries, nprobes=100, refine_factor=10) == default
     with pytest.raises(LadderError, match="nprobes must be an integer >= 1"):

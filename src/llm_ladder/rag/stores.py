@@ -401,9 +401,19 @@ class LanceStore:
         return version
 
     def info(self) -> dict[str, Any]:
-        return {"embedder": self.embedder, "dim": self.dim, "backend": "lancedb",
-                "path": str(self.path), "version": int(self.table.version),
-                "count": self.count()}
+        """The embedder, size and version; with an ANN index also how it is searched."""
+        out: dict[str, Any] = {"embedder": self.embedder, "dim": self.dim, "backend": "lancedb",
+                               "path": str(self.path), "version": int(self.table.version),
+                               "count": self.count()}
+        ann = self.ann_index()
+        if ann is not None:
+            parts = self.ann_partitions() or 1
+            out["ann"] = {"type": ann["type"], "partitions": parts,
+                          "nprobes": self.nprobes or default_nprobes(parts),
+                          "refine_factor": (DEFAULT_REFINE_FACTOR if self.refine_factor is None
+                                            else self.refine_factor),
+                          "unindexed": ann["unindexed"]}
+        return out
 
 
 def _chunk(row: dict[str, Any]) -> Chunk:

@@ -53,8 +53,9 @@ _META_DIM = b"llm_ladder.dim"
 # full vectors. Measured on real MiniLM embeddings of text (bench/bench_vectors_real.py,
 # docstring paragraphs, 2 cores): a fixed 40 probes is a shrinking share of the partitions and
 # recall@10 fell from 0.976 at 10k to 0.936 at 100k (316 partitions); a quarter of them gave
-# 0.968 at 25k and 0.977 at 100k, and each extra probe costs little next to LanceDB's fixed
-# cost per query. The earlier 20/5, chosen on synthetic clusters, gave 0.919 at 50k.
+# 0.965-0.981 from 10k to 100k (0.971-0.976 at 100k in two runs), and each extra probe costs
+# little next to LanceDB's fixed cost per query. The earlier 20/5, chosen on synthetic
+# clusters, gave 0.919 at 50k.
 ANN_KINDS = ("ivf_sq", "ivf_hnsw_sq", "ivf_pq", "ivf_flat")
 ANN_MIN_ROWS = 256
 MIN_NPROBES = 40
@@ -304,7 +305,14 @@ class LanceStore:
             {"path": "vector", "metadata": {_META_PARTITIONS: str(parts)}})
         self._partitions = parts
         return {"kind": kind, "num_partitions": parts, "rows": n,
-                "nprobes": self.nprobes or default_nprobes(parts)}
+                "nprobes": self.search_settings()[0]}
+
+    def search_settings(self) -> tuple[int, int]:
+        """(nprobes, refine_factor) of an ANN search that passes neither: this store's
+        settings, else a quarter of the index's partitions (at least 40) and 10."""
+        probes = self.nprobes or default_nprobes(self.ann_partitions() or 1)
+        refine = DEFAULT_REFINE_FACTOR if self.refine_factor is None else self.refine_factor
+        return probes, refine
 
     def ann_partitions(self) -> int | None:
         """The ANN index's partition count as recorded at its build; for an index built before
@@ -378,10 +386,9 @@ class LanceStore:
                nprobes: int | None, refine_factor: int | None) -> list[dict[str, Any]]:
         query = self.table.search(vec, vector_column_name="vector").distance_type("cosine")
         if ann:
-            probes = nprobes or self.nprobes or default_nprobes(self.ann_partitions() or 1)
-            query = query.nprobes(probes)
-            refine = next(r for r in (refine_factor, self.refine_factor, DEFAULT_REFINE_FACTOR)
-                          if r is not None)
+            probes, refine = self.search_settings()
+            query = query.nprobes(nprobes or probes)
+            refine = refine if refine_factor is None else refine_factor
             if refine:
                 query = query.refine_factor(refine)
         else:
@@ -407,11 +414,9 @@ class LanceStore:
                                "count": self.count()}
         ann = self.ann_index()
         if ann is not None:
-            parts = self.ann_partitions() or 1
-            out["ann"] = {"type": ann["type"], "partitions": parts,
-                          "nprobes": self.nprobes or default_nprobes(parts),
-                          "refine_factor": (DEFAULT_REFINE_FACTOR if self.refine_factor is None
-                                            else self.refine_factor),
+            probes, refine = self.search_settings()
+            out["ann"] = {"type": ann["type"], "partitions": self.ann_partitions(),
+                          "nprobes": probes, "refine_factor": refine,
                           "unindexed": ann["unindexed"]}
         return out
 

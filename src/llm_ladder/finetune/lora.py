@@ -524,7 +524,10 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
     model.train()
     params = list(_trainable(model).values())
     peak_lr = cfg.full_learning_rate if method == "full" else cfg.learning_rate
-    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=cfg.weight_decay)
+    # the fused kernel: one pass over all parameters instead of a loop of small ops per
+    # tensor (420 LoRA tensors: 31 -> 7 ms a step on 2 cores); the same update and state
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=cfg.weight_decay,
+                            fused=device in ("cpu", "cuda"))
     batches = schedule([len(r.input_ids) for r in rows], cfg.batch_size, cfg.epochs, cfg.seed)
     total_steps = math.ceil(len(batches) / cfg.grad_accum)
     warmup = int(cfg.warmup_ratio * total_steps)

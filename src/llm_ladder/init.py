@@ -277,7 +277,7 @@ def infer_task(folder: Path, examples_file: Path, *, corpus: Path | None = None,
                         "; the API key is read from OPENAI_API_KEY (set api_key_env to use "
                         "another variable, base_url for another server)"))
     else:
-        model = {"backend": "local", "name": "smollm2-135m", "batch_size": 8}
+        model = {"backend": "local", "name": "smollm2-135m"}
         model_why = ("the embedded SmolLM2-135M-Instruct: runs on a CPU with no download; add "
                      "the models you are choosing between as more [models.*] tables")
     return Inference(

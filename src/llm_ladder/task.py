@@ -77,7 +77,8 @@ class ModelConfig(Strict):
     path: str | None = None
     context_length: int | None = None
     threads: int | None = None
-    batch_size: int = Field(8, ge=1, le=512, description="local backends: requests per batch")
+    batch_size: int | None = Field(None, ge=1, le=512, description=(
+        "local backends: requests per batch; default the backend's own (local 16, llamacpp 8)"))
     dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
         "weights of the local backend and of a launched vLLM; bfloat16 is faster on CPUs "
         "with native bf16 and changes some greedy answers (docs/benchmarks.md)"))

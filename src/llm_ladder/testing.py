@@ -25,7 +25,8 @@ class ScriptedModel:
 
     def __init__(self, name: str = "scripted", path: str | None = None,
                  answers: list[str] | dict[str, str] | None = None, default: str = "",
-                 context_length: int | None = None, batch_size: int = 8, **_settings: Any):
+                 context_length: int | None = None, batch_size: int | None = None,
+                 **_settings: Any):
         if answers is None and path is not None:
             try:
                 answers = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -38,7 +39,7 @@ class ScriptedModel:
         self.answers = answers
         self.default = default
         self.context_length = context_length or 8192
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 8
         self.calls: list[Messages] = []  # every request, as sent
 
     def _answer(self, messages: Messages) -> str:

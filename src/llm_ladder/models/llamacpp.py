@@ -44,7 +44,7 @@ from llm_ladder.models.local import (
 class LlamaCppModel:
     def __init__(self, name: str = "smollm2-135m", path: str | None = None,
                  threads: int | None = None, context_length: int | None = None,
-                 batch_size: int = 8, **_: Any):
+                 batch_size: int | None = None, **_: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
         if path is None and name.lower() in ALIASES:
             gguf = smollm2_gguf()
@@ -64,7 +64,8 @@ class LlamaCppModel:
                                    flash_attn=True,  # +15% decode tok/s here, measured
                                    seed=0)
         self.context_length = self.llm.n_ctx()
-        self.batch_size = batch_size
+        # parallel sequences per decode; more gave no more here (docs/benchmarks.md, llama.cpp)
+        self.batch_size = batch_size or 8
         self._batched: Batched | None = None  # made on first use, grown when a batch needs it
         self._llama_cpp = llama_cpp
         self._grammars: dict[str, Any] = {}

@@ -84,7 +84,7 @@ class ModelConfig(Strict):
         "with native bf16 and changes some greedy answers (docs/benchmarks.md)"))
     packed_weights: bool = Field(True, description=(
         "local backend, float32 on CPU: matmuls through oneDNN with the weights packed once "
-        "(~1.4x batched decoding; false = PyTorch's default kernels, docs/models.md)"))
+        "(~1.2x batched decoding; false = PyTorch's default kernels, docs/models.md)"))
     concurrency: int = Field(4, ge=1, le=256, description="servers: requests in flight")
     timeout_s: float = 60.0
     max_retries: int = 4

@@ -211,7 +211,7 @@ class TransformersModel:
             self.model.to(torch.bfloat16)
         self.model.eval()
         # float32 matmuls through oneDNN with the weights reordered once (models/packed.py):
-        # ~1.4x batched decoding on CPU; after the adapter is merged, since it changes them
+        # ~1.2x batched decoding on CPU; after the adapter is merged, since it changes them
         self.packed_layers = packed.pack(self.model, torch) if (
             packed_weights and dtype == "float32") else 0
         self.context_length = context_length or int(

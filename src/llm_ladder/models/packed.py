@@ -60,6 +60,8 @@ def pack(model: Any, torch: Any) -> int:
     for m in model.modules():
         for p in m.parameters(recurse=False):
             owners[id(p)] = owners.get(id(p), 0) + 1
+    if not linears:
+        return 0
     with torch.no_grad():
         for m in linears:
             packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), BATCH_HINT)

@@ -61,8 +61,8 @@ from llm_ladder.models.constrain import (
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Requests per padded batch unless the task sets one. SmolLM2-135M, 32 FAQ questions, 64
 # tokens, packed float32 weights, 2 cores: 70-85 tok/s at 8, 100-122 at 16, 150-161 at 32
-# (one-off, 2026-11-28). 16: most of the gain, with a KV cache of 16 x ~1,500-token RAG
-# prompts under 1.2 GB.
+# (one-off, 2026-11-28). 16: most of the gain; the KV cache of 16 x ~1,500-token RAG prompts
+# is ~1.1 GB by arithmetic (30 layers x K and V x 3 heads x 64 x 4 bytes per token).
 DEFAULT_BATCH_SIZE = 16
 ALIASES = {"smollm2-135m", "smollm2-135m-instruct", "smollm2"}
 # Gemma 3 270M (a base model, Q4_K_M), for the llama.cpp backend: PyPI

@@ -39,8 +39,9 @@ def test_auto_follows_the_cpu_and_bad_values_are_refused(monkeypatch) -> None:
     monkeypatch.setattr(embedding, "cpu_has_bf16", lambda: False)
     assert embedding.resolve_dtype("auto") == "float32"
     assert embedding.resolve_dtype("bfloat16") == "bfloat16"
-    with pytest.raises(LadderError, match="embedder dtype 'int8'"):
-        embedding.resolve_dtype("int8")
+    assert embedding.resolve_dtype("int8") == "int8"  # tests/test_embedder_int8.py
+    with pytest.raises(LadderError, match="embedder dtype 'int4'"):
+        embedding.resolve_dtype("int4")
     cfg = CorpusConfig(paths=["corpus"], embedder_dtype="float32")
     assert cfg.embedder_dtype == "float32"
     with pytest.raises(ValueError):

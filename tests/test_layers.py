@@ -15,8 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "hardware", "plugins", "task", "data", "splits", "store", "stats",
                     "results", "workers", "models", "ppi", "cells"]),
-    ("mechanics", ["metrics", "costs", "embedding", "rag", "tools", "finetune", "curve",
-                   "optimize", "judging"]),
+    ("mechanics", ["metrics", "costs", "embedding", "embedding_int8", "rag", "tools",
+                   "finetune", "curve", "optimize", "judging"]),
     ("rungs", ["rungs"]),
     ("library", ["session", "evaluate", "decide", "ladder", "tuning", "report", "serving",
                  "testing", "init", "audit", "judge_check", "labels",

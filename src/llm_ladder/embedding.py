@@ -8,8 +8,12 @@ Vectors are L2-normalized (in float32) so a dot product is the cosine similarity
 AVX512-BF16 CPU, retrieval scores within 0.2 points on the FAQ benchmark (docs/benchmarks.md).
 The dtype is a compute setting, not part of an index's identity: bf16 and float32 vectors
 of one model agree to a cosine of ~0.9999, so an index built with one is searched with the
-other. Dynamic int8 quantization was tried and not offered (faster, but it lost more than a
-point of recall@1 on the same benchmark). `OpenAIEmbedder` calls
+other. `dtype = "int8"` runs the transformer on ONNX Runtime with int8 weights
+(embedding_int8.py; the `onnx` extra): ~1.5x float32 on a CPU without native bf16, vectors
+within a cosine of ~0.96 of float32, so it is part of the index's identity (the embedder is
+named "<name>@int8"; an index built in float32 or bf16 is refused until rebuilt). PyTorch's
+own dynamic int8 quantization was tried and not offered (it lost more than a point of
+recall@1 on the same benchmark). `OpenAIEmbedder` calls
 any OpenAI-compatible `/v1/embeddings` server instead (vLLM, llama.cpp, TEI, hosted APIs);
 chunk sizes are then still counted with MiniLM's tokenizer (`model.tokenizer`), an
 approximation of the server's.
@@ -23,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_ladder.embedding_int8 import Int8Encoder
 from llm_ladder.errors import LadderError, require
 from llm_ladder.hardware import cpu_has_bf16
+from llm_ladder.models.local import cache_root
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-EMBEDDER_DTYPES = ("auto", "float32", "bfloat16")
+EMBEDDER_DTYPES = ("auto", "float32", "bfloat16", "int8")
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -66,7 +72,7 @@ def check_no_pickle(folder: Path) -> None:
 
 
 class Embedder:
-    """A sentence-transformers model on the CPU; `dtype` is auto, float32 or bfloat16."""
+    """A sentence-transformers model on the CPU; `dtype` is auto, float32, bfloat16 or int8."""
 
     def __init__(self, name: str = DEFAULT_EMBEDDER, batch_size: int = 64,
                  dtype: str = "auto"):
@@ -75,14 +81,18 @@ class Embedder:
         torch = require("torch", "local")
         folder = minilm_folder() if name == DEFAULT_EMBEDDER else Path(name)
         check_no_pickle(folder)
-        self.name = name
-        self.batch_size = batch_size
         self.dtype = resolve_dtype(dtype)
+        self.name = f"{name}@int8" if self.dtype == "int8" else name
+        self.batch_size = batch_size
         # use_safetensors: transformers never falls back to a pickled checkpoint
         self.model = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True,
                                             model_kwargs={"use_safetensors": True})
         if self.dtype == "bfloat16":
             self.model.to(torch.bfloat16)
+        self._int8 = None
+        if self.dtype == "int8":
+            self._int8 = Int8Encoder(self.model, folder, cache_root(), torch.get_num_threads(),
+                                     label=name)
         dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
@@ -96,6 +106,9 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for batch in self.batches(texts):
+            if self._int8 is not None:
+                out[batch] = self._int8.encode([texts[i] for i in batch])
+                continue
             out[batch] = self.model.encode([texts[i] for i in batch], batch_size=len(batch),
                                            normalize_embeddings=False, convert_to_numpy=True,
                                            show_progress_bar=False).astype(np.float32)

@@ -159,8 +159,9 @@ class CorpusConfig(Strict):
     embedder: str = "all-MiniLM-L6-v2"
     embedder_base_url: str | None = Field(None, description="OpenAI-compatible /v1 URL")
     embedder_api_key_env: str | None = None
-    embedder_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description=(
-        "weights of the local embedder: bfloat16 where the CPU has native bf16, else float32"))
+    embedder_dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field("auto", description=(
+        "weights of the local embedder: auto = bfloat16 where the CPU has native bf16, else "
+        "float32; int8 = ONNX Runtime with int8 weights (the `onnx` extra)"))
     store: str = "lancedb"
     pg_url_env: str | None = Field(None, description="env var holding the PostgreSQL URL")
     collection: str = "chunks"

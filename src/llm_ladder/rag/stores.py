@@ -189,8 +189,8 @@ class LanceStore:
         if (name, dim) != (self.embedder, self.dim):
             raise LadderError(
                 f"the index at {self.path} was built with embedder {name!r} (dim {dim}); "
-                f"this uses {self.embedder!r} (dim {self.dim}); rebuild the index or use "
-                f"{name!r}")
+                f"this uses {self.embedder!r} (dim {self.dim}); rebuild the index (delete "
+                f"{self.path} and run `ladder index` again) or use {name!r}")
 
     # -- writing ---------------------------------------------------------------------------
 

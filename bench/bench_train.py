@@ -16,7 +16,9 @@ baseline's through a TrainerCallback on train begin/end).
 
 Reported: train tokens/s (real tokens / training wall time), the ratio ours/baseline per
 repeat in the same precision, the share of the machine's matmul limit (4N FLOP per token
-over the measured matmul GFLOP/s) and peak RSS (VmHWM of each run's own process); median
+over the matmul GFLOP/s of that precision, probed in this process right before each
+repeat: the host's speed drifts within a `make bench` run, and a probe from the start of the
+tier once put a run at 141% of its "limit") and peak RSS (VmHWM of each run's own process); median
 (min-max) of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
 
     python bench/bench_train.py [--n 64] [--repeats 3] [--quick]
@@ -33,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import fmt, interleave, machine, peak_rss_mib, publish, spread
+from benchlib import fmt, interleave, machine, matmul_gflop_s, peak_rss_mib, publish, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "construction-faq"
@@ -178,7 +180,11 @@ def main() -> None:
             return json.loads(line[7:])
         return run
 
-    results = interleave({v: variant(v) for v in a.variants.split(",")}, a.repeats)
+    dtypes = sorted({v.split(":")[1] for v in a.variants.split(",")})
+    probes = {f"probe:{d}": (lambda d=d: {"gflop_s": matmul_gflop_s(d)}) for d in dtypes}
+    results = interleave({**probes, **{v: variant(v) for v in a.variants.split(",")}},
+                         a.repeats)
+    limits = {d: spread([r["gflop_s"] for r in results.pop(f"probe:{d}")]) for d in dtypes}
     fpt = flop_per_token()
     summary: dict[str, dict] = {}
     for v, rs in results.items():
@@ -188,7 +194,7 @@ def main() -> None:
         ratio = (spread([r["tokens_per_s"] / b["tokens_per_s"]
                          for r, b in zip(rs, results[base], strict=True)])
                  if base in results else None)
-        limit = m["matmul_gflop_s"].get(dtype)
+        limit = limits[dtype]["median"]
         summary[v] = {"tokens_per_s": tps, "ratio_to_baseline_same_precision": ratio,
                       "peak_rss_mib": spread([r["peak_rss_mb"] for r in rs]),
                       "steps": rs[0]["steps"], "tokens": rs[0]["tokens"],
@@ -208,13 +214,15 @@ def main() -> None:
           f"tokens), one epoch, batch 8, LoRA r = 16 on every linear layer, completion-only "
           f"loss in both; median (min–max) of {a.repeats} interleaved repeats, each in its own "
           f"process. The matmul limit is {fpt / 1e6:.0f} MFLOP per token (4N) against the "
-          f"measured matmul GFLOP/s of that precision."
+          f"matmul GFLOP/s of that precision probed right before each repeat: "
+          + ", ".join(f"{d} {fmt(limits[d], 0)} GFLOP/s" for d in dtypes) + "."
           + ("" if "bfloat16" in a.variants else
              " bfloat16 not run: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
              "the recipe trains in float32.")
           + "\n\n" + "\n".join(lines))
     publish("train", {"n": a.n, "repeats": a.repeats, "flop_per_token": fpt,
-                      "results": results, "summary": summary}, md, m, write_docs=not a.quick)
+                      "matmul_gflop_s": limits, "results": results, "summary": summary},
+            md, m, write_docs=not a.quick)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,14 @@ def test_a_killed_export_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
     assert list((tmp_path / "embedders").iterdir()) == []  # no partial file, no leftovers
 
 
+def test_a_damaged_cached_file_is_a_clear_error(pair, tmp_path, monkeypatch) -> None:
+    (tmp_path / "embedders").mkdir()
+    (tmp_path / "embedders" / pair[1]._int8.path.name).write_bytes(b"not an onnx model")
+    monkeypatch.setenv("LADDER_CACHE", str(tmp_path))
+    with pytest.raises(LadderError, match="cannot load this cached int8.*delete the file"):
+        embedding.Embedder(dtype="int8")
+
+
 def test_an_index_built_in_float32_refuses_int8_queries(pair, tmp_path) -> None:
     f32, int8 = pair
     store = LanceStore(tmp_path / "index", f32.name, f32.dim)

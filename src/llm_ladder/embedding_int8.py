@@ -46,8 +46,13 @@ class Int8Encoder:
         options = self.ort.SessionOptions()
         options.intra_op_num_threads = threads  # the same threads as torch's encode
         options.inter_op_num_threads = 1
-        self.session = self.ort.InferenceSession(str(self.path), options,
-                                                 providers=["CPUExecutionProvider"])
+        try:
+            self.session = self.ort.InferenceSession(str(self.path), options,
+                                                     providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types, not importable by name
+            raise LadderError(f"{self.path}: ONNX Runtime cannot load this cached int8 "
+                              f"embedder ({str(e)[:200]}); delete the file to export it "
+                              "again") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -10,7 +10,7 @@ The dtype is a compute setting, not part of an index's identity: bf16 and float3
 of one model agree to a cosine of ~0.9999, so an index built with one is searched with the
 other. `dtype = "int8"` runs the transformer on ONNX Runtime with int8 weights
 (embedding_int8.py; the `onnx` extra): ~1.5x float32 on a CPU without native bf16, vectors
-within a cosine of ~0.96 of float32, so it is part of the index's identity (the embedder is
+within a cosine of ~0.97–0.99 of float32, so it is part of the index's identity (the embedder is
 named "<name>@int8"; an index built in float32 or bf16 is refused until rebuilt). PyTorch's
 own dynamic int8 quantization was tried and not offered (it lost more than a point of
 recall@1 on the same benchmark). `OpenAIEmbedder` calls

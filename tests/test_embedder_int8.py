@@ -91,6 +91,18 @@ def test_a_killed_export_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
     assert list((tmp_path / "embedders").iterdir()) == []  # no partial file, no leftovers
 
 
+def test_a_model_the_exporter_refuses_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    def refuses(*a, **k):
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("LADDER_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.onnx, "export", refuses)
+    with pytest.raises(LadderError, match="cannot be exported to int8 ONNX.*operator foo"):
+        embedding.Embedder(dtype="int8")
+    assert list((tmp_path / "embedders").iterdir()) == []
+
+
 def test_a_damaged_cached_file_is_a_clear_error(pair, tmp_path, monkeypatch) -> None:
     (tmp_path / "embedders").mkdir()
     (tmp_path / "embedders" / pair[1]._int8.path.name).write_bytes(b"not an onnx model")

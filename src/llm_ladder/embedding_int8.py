@@ -37,6 +37,7 @@ class Int8Encoder:
 
     def __init__(self, st_model: Any, weights: Path, cache: Path, threads: int, label: str):
         self.ort = require("onnxruntime", "onnx")
+        self.torch = require("torch", "local")
         self.st = st_model
         first = st_model[0]
         if not hasattr(first, "auto_model"):
@@ -57,7 +58,7 @@ class Int8Encoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Sentence embeddings of one batch, as the model's own modules pool them."""
-        torch = require("torch", "local")
+        torch = self.torch
         features = _tokenize(self.st, texts)
         hidden = self.session.run(None, {k: features[k].numpy().astype(np.int64)
                                          for k in self.inputs})[0]
@@ -97,6 +98,10 @@ def quantized_file(st_model: Any, weights: Path, cache: Path, label: str) -> Pat
         finally:
             logging.disable(logging.NOTSET)
         os.replace(int8, target)  # atomic: a killed export never leaves a file that is used
+    except (RuntimeError, ValueError, TypeError) as e:  # the exporter's and quantizer's errors
+        raise LadderError(f"embedder {label!r} cannot be exported to int8 ONNX "
+                          f"({type(e).__name__}: {str(e)[:200]}); use embedder_dtype "
+                          "'float32' or 'bfloat16'") from None
     finally:
         f32.unlink(missing_ok=True)
         int8.unlink(missing_ok=True)

@@ -130,8 +130,8 @@ def test_a_file_that_does_not_match_its_locked_hash_is_refused(tmp_path: Path) -
 
 def pip_check_verdict(report: str) -> int:
     """Exit status of the Makefile's `PIP_CHECK` step on `report` as `pip check`'s output."""
-    db = subprocess.run(["make", "-pn", "VENV=.venv", "-f", str(ROOT / "Makefile"), "lint"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=60).stdout
+    db = subprocess.run(["make", "-pn", "VENV=.venv", "-f", str(ROOT / "Makefile"), "lint"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     (line,) = [x for x in db.splitlines() if x.startswith("PIP_CHECK :=")]
     command = line.split(":=", 1)[1].strip()
     pip_check = ".venv/bin/pip check"

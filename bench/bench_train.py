@@ -10,16 +10,20 @@ Like for like, in each precision (float32 and bfloat16 autocast):
   and batch, the same completion-only labels (`DataCollatorForSeq2Seq`, -100 on the prompt),
   random batches padded to the longest, full-vocabulary logits at every position.
 - ours: `llm_ladder.finetune.lora.train` (length-grouped batches, LM head only at completion
-  positions, no attention mask on right-padded rows, the fused LoRA forward on CPU).
+  positions, no attention mask on right-padded rows, the fused LoRA forward on CPU, and
+  packing: a batch's rows as one sequence with their shared chat-template prefix once).
 Both timers cover the training loop only (after model load and optimizer set-up; the
 baseline's through a TrainerCallback on train begin/end).
 
-Reported: train tokens/s (real tokens / training wall time), the ratio ours/baseline per
-repeat in the same precision, the share of the machine's matmul limit (4N FLOP per token
-over the matmul GFLOP/s of that precision, probed in this process right before each
-repeat: the host's speed drifts within a `make bench` run, and a probe from the start of the
-tier once put a run at 141% of its "limit") and peak RSS (VmHWM of each run's own process); median
-(min-max) of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
+Reported: train tokens/s (the examples' tokens / training wall time), the ratio
+ours/baseline per repeat in the same precision, the positions each run put through the model
+(padding included; ours packs a batch's rows with their shared prompt prefix once where that
+is cheaper, and `ours-padded` is ours with `packing = false`, to show what packing alone
+gives), the share of the machine's matmul limit (4N FLOP per position run over the matmul
+GFLOP/s of that precision, probed in this process right before each repeat: the host's
+speed drifts within a `make bench` run, and a probe from the start of the tier once put a
+run at 141% of its "limit") and peak RSS (VmHWM of each run's own process); median (min-max)
+of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
 
     python bench/bench_train.py [--n 64] [--repeats 3] [--quick]
 """
@@ -59,18 +63,19 @@ def rows(n: int):
     return folder, tok, built
 
 
-def run_ours(n: int, dtype: str) -> dict:
+def run_ours(n: int, dtype: str, packing: bool = True) -> dict:
     from llm_ladder.finetune.lora import train
     from llm_ladder.task import FinetuneConfig
 
     folder, tok, built = rows(n)
     cfg = FinetuneConfig(epochs=1, batch_size=8, dtype=dtype, save_every=10_000,
-                         eval_every=10_000)
+                         eval_every=10_000, packing=packing)
     with tempfile.TemporaryDirectory() as d:
         result, _ = train(folder, cfg, built, [], tok.eos_token_id, Path(d) / "work",
                           Path(d) / "out")
     return {"seconds": result.seconds, "tokens": sum(len(r.input_ids) for r in built),
-            "steps": result.steps, "final_loss": result.history[-1]["loss"]}
+            "positions": result.model_tokens, "steps": result.steps,
+            "final_loss": result.history[-1]["loss"]}
 
 
 def run_baseline(n: int, dtype: str) -> dict:
@@ -93,6 +98,14 @@ def run_baseline(n: int, dtype: str) -> dict:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     clock: dict[str, float] = {}
+    collator = transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100)
+    positions = [0]
+
+    def counting(features: list[dict]) -> dict:
+        """The collator, counting the positions it hands the model (padding included)."""
+        batch = collator(features)
+        positions[0] += batch["input_ids"].numel()
+        return batch
 
     class Clock(transformers.TrainerCallback):
         """Time the training loop only, as ours is timed (after model load and set-up)."""
@@ -111,10 +124,10 @@ def run_baseline(n: int, dtype: str) -> dict:
             max_grad_norm=1.0, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay)
         trainer = transformers.Trainer(
             model=model, args=args, train_dataset=data, callbacks=[Clock()],
-            data_collator=transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100))
+            data_collator=counting)
         out = trainer.train()
     return {"seconds": clock["t1"] - clock["t0"],
-            "tokens": sum(len(r.input_ids) for r in built),
+            "tokens": sum(len(r.input_ids) for r in built), "positions": positions[0],
             "steps": out.global_step, "final_loss": out.training_loss}
 
 
@@ -123,7 +136,8 @@ def one(variant: str, n: int) -> None:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     kind, dtype = variant.split(":")
-    res = run_baseline(n, dtype) if kind == "baseline" else run_ours(n, dtype)
+    res = (run_baseline(n, dtype) if kind == "baseline"
+           else run_ours(n, dtype, packing=kind != "ours-padded"))
     res["peak_rss_mb"] = peak_rss_mib()
     res["tokens_per_s"] = res["tokens"] / res["seconds"]
     print("RESULT " + json.dumps(res))
@@ -167,8 +181,8 @@ def main() -> None:
     if a.variants is None:
         from llm_ladder.hardware import cpu_has_bf16
 
-        a.variants = "baseline:float32,ours:float32" + (
-            ",baseline:bfloat16,ours:bfloat16" if cpu_has_bf16() else "")
+        a.variants = "baseline:float32,ours-padded:float32,ours:float32" + (
+            ",baseline:bfloat16,ours-padded:bfloat16,ours:bfloat16" if cpu_has_bf16() else "")
     m = machine()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -195,21 +209,29 @@ def main() -> None:
                          for r, b in zip(rs, results[base], strict=True)])
                  if base in results else None)
         limit = limits[dtype]["median"]
+        pps = spread([r["positions"] / r["seconds"] for r in rs])
         summary[v] = {"tokens_per_s": tps, "ratio_to_baseline_same_precision": ratio,
                       "peak_rss_mib": spread([r["peak_rss_mb"] for r in rs]),
                       "steps": rs[0]["steps"], "tokens": rs[0]["tokens"],
-                      "share_of_matmul_limit": (tps["median"] * fpt / 1e9 / limit
+                      "positions": rs[0]["positions"], "positions_per_s": pps,
+                      "share_of_matmul_limit": (pps["median"] * fpt / 1e9 / limit
                                                 if limit else None)}
     lines = ["| variant | train tokens/s | ratio to the baseline in the same precision "
-             "(per repeat) | share of the matmul limit | peak RSS MiB |",
-             "| --- | --- | --- | --- | --- |"]
+             "(per repeat) | positions run (padding included, a shared prefix once) | "
+             "share of the matmul limit (positions run) | peak RSS MiB |",
+             "| --- | --- | --- | ---: | --- | --- |"]
     for v, s_ in summary.items():
         r = s_["ratio_to_baseline_same_precision"]
         share = s_["share_of_matmul_limit"]
         lines.append(f"| {v} | {fmt(s_['tokens_per_s'])} | "
                      f"{'**' + fmt(r, 2) + 'x**' if r and not v.startswith('baseline') else '1'}"
-                     f" | {f'{share:.0%}' if share is not None else '-'} | "
+                     f" | {s_['positions']} | {f'{share:.0%}' if share is not None else '-'} | "
                      f"{fmt(s_['peak_rss_mib'], 0)} |")
+    packing_gain = {d: spread([p["tokens_per_s"] / q["tokens_per_s"] for p, q in zip(
+        results[f"ours:{d}"], results[f"ours-padded:{d}"], strict=True)])
+        for d in dtypes if f"ours:{d}" in results and f"ours-padded:{d}" in results}
+    for d, g in packing_gain.items():
+        summary[f"ours:{d}"]["ratio_to_ours_padded"] = g
     md = (f"{a.n} construction-FAQ train examples ({summary[next(iter(summary))]['tokens']} "
           f"tokens), one epoch, batch 8, LoRA r = 16 on every linear layer, completion-only "
           f"loss in both; median (min–max) of {a.repeats} interleaved repeats, each in its own "
@@ -219,7 +241,13 @@ def main() -> None:
           + ("" if "bfloat16" in a.variants else
              " bfloat16 not run: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
              "the recipe trains in float32.")
-          + "\n\n" + "\n".join(lines))
+          + " `ours-padded` is ours with `[finetune] packing = false`: each batch's rows "
+            "padded to the longest; `ours` packs a batch's rows into one sequence with their "
+            "shared chat-template prefix once where that is estimated cheaper (same loss, "
+            "docs/finetune.md)."
+          + "\n\n" + "\n".join(lines)
+          + "".join(f"\n\nPacking alone ({d}), ours / ours-padded per repeat: "
+                    f"**{fmt(g, 2)}x**." for d, g in packing_gain.items()))
     publish("train", {"n": a.n, "repeats": a.repeats, "flop_per_token": fpt,
                       "matmul_gflop_s": limits, "results": results, "summary": summary},
             md, m, write_docs=not a.quick)

@@ -1,5 +1,6 @@
 """Training data: completion-only labels with the model's own chat template, and the checks
-that run before any training (too few, too long, duplicates, conflicts)."""
+that run before any training (too few, too long, duplicates, conflicts); batches padded or
+packed with their shared prompt prefix once (same loss and gradients)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 
 from llm_ladder.data import Example
 from llm_ladder.errors import LadderError
-from llm_ladder.finetune.data import IGNORE, build_rows, data_hash, encode
-from llm_ladder.finetune.lora import collate, schedule
+from llm_ladder.finetune.data import IGNORE, TrainRow, build_rows, data_hash, encode
+from llm_ladder.finetune.lora import collate, pack_prefix, schedule, shared_prefix
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,86 @@ def test_the_end_of_turn_id_is_looked_up_once_per_build(tok, monkeypatch):
     rows, _ = build_rows(exs, user, tok, 256, 1)
     assert len(rows) == 12
     assert len(calls) == 1
+
+
+FAQ = [("Is a permit needed for a deck?", "altan-staket-plank"),
+       ("Fence?", "altan-staket-plank"),
+       ("Can I put a shed of 15 square metres in my garden without asking?", "friggebod"),
+       ("Who decides on a new window in a listed building?", "k-markt"),
+       ("Do I need a permit to repaint my facade another colour?", "fasad")]
+
+
+def test_shared_prefix_stops_where_the_loss_begins():
+    a = TrainRow("a", [1, 2, 3, 4, 5, 6], [IGNORE] * 4 + [5, 6])
+    b = TrainRow("b", [1, 2, 3, 9, 5, 6, 7], [IGNORE] * 5 + [6, 7])
+    assert shared_prefix([a, b]) == 3
+    # identical rows: the prefix ends before the position that predicts the first label,
+    # so its outputs feed no loss term and each row keeps tokens of its own
+    assert shared_prefix([a, TrainRow("c", a.input_ids, a.labels)]) == 3
+    assert shared_prefix([a, TrainRow("d", [7, 2, 3], [IGNORE, 2, 3])]) == 0
+
+
+def test_packing_is_chosen_for_short_rows_with_a_shared_prefix_only():
+    prefix = list(range(100, 124))
+    short = [TrainRow(str(i), prefix + [i] * 20, [IGNORE] * 34 + [i] * 10) for i in range(8)]
+    long = [TrainRow(str(i), prefix + [i] * 500, [IGNORE] * 400 + [i] * 124) for i in range(8)]
+    smollm2 = 1 / 2048  # attention_pair_cost of SmolLM2-135M: 3 x 576 / 3.54M
+    assert pack_prefix(short, smollm2) == 24
+    # one sequence of ~4,000 tokens would cost more in attention than the prefix saves
+    assert pack_prefix(long, smollm2) is None
+    assert pack_prefix(short[:1], smollm2) is None
+    assert pack_prefix(short, None) is None
+
+
+def test_a_packed_row_sees_the_prefix_and_itself_only(tok):
+    import torch
+
+    rows, _ = build_rows([Example(str(i), q, a) for i, (q, a) in enumerate(FAQ[:3])], user,
+                         tok, 256, 1)
+    p = shared_prefix(rows)
+    batch = collate(rows, tok.eos_token_id, torch, p)
+    mask = batch["packed_mask"][0, 0]
+    n = [len(r.input_ids) - p for r in rows]
+    assert batch["input_ids"].shape == (1, p + sum(n)) == batch["labels"].shape
+    assert batch["tokens"] == sum(len(r.input_ids) for r in rows)
+    first, second = p, p + n[0]  # where rows 0 and 1 start after the prefix
+    assert mask[second, :p].all() and mask[second, second]
+    assert not mask[second, first:second].any()  # row 1 never sees row 0
+    assert not mask[first, first + 1:].any()  # causal
+    assert batch["position_ids"][0, second].item() == p  # row 1's positions restart
+    assert batch["labels"][0, second].item() == IGNORE  # the shift never crosses rows
+    assert batch["input_ids"][0, second:second + n[1]].tolist() == rows[1].input_ids[p:]
+
+
+def test_a_packed_batch_gives_the_padded_loss_and_gradients(tok):
+    """Packing with the prefix once changes nothing but float rounding (no dropout)."""
+    import torch
+
+    from llm_ladder.finetune.lora import attention_pair_cost, completion_loss, load_base
+    from llm_ladder.models.local import resolve_weights
+    from llm_ladder.task import FinetuneConfig
+
+    torch.manual_seed(0)
+    model, device, _, _ = load_base(resolve_weights("smollm2-135m", None), FinetuneConfig(
+        r=4, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"]))
+    for name, w in model.named_parameters():
+        if "lora_B" in name:  # B starts at 0, which would leave A without a gradient
+            torch.nn.init.normal_(w, std=0.02)
+    rows, _ = build_rows([Example(str(i), q, a) for i, (q, a) in enumerate(FAQ)], user,
+                         tok, 256, 1)
+    prefix = pack_prefix(rows, attention_pair_cost(model))
+    assert prefix is not None and prefix >= 20  # the chat template's system prompt
+    params = [w for w in model.parameters() if w.requires_grad]
+    results = []
+    for layout in (None, prefix):
+        batch = collate(rows, tok.eos_token_id, torch, layout)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        model.zero_grad()
+        loss = completion_loss(model, batch, n, device, torch)
+        loss.backward()
+        results.append((float(loss), n, [w.grad.clone() for w in params]))
+    (padded, n_pad, g_pad), (packed, n_pack, g_pack) = results
+    assert n_pad == n_pack
+    assert abs(packed - padded) < 1e-5 * abs(padded)
+    for a, b in zip(g_pad, g_pack, strict=True):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()

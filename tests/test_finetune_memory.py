@@ -128,6 +128,24 @@ def test_training_with_a_memory_limit_reports_the_same_losses(base, tmp_path):
         [h["loss"] for h in split.history], abs=1e-4)
 
 
+def test_packed_training_runs_fewer_positions_for_the_same_losses(base, tmp_path):
+    """The loop packs batches whose rows share a prompt prefix (`[finetune] packing`, on by
+    default): the prefix runs once per batch and no padding runs, and without dropout every
+    step's loss is the padded step's."""
+    from llm_ladder.finetune.lora import train
+
+    head = rows(1)[0].input_ids[:24]
+    data = [TrainRow(r.id, head + r.input_ids, [IGNORE] * 24 + r.labels) for r in rows(16)]
+    padded, _ = train(base, config(packing=False), data, [], 0, tmp_path / "w1",
+                      tmp_path / "a")
+    packed, _ = train(base, config(), data, [], 0, tmp_path / "w2", tmp_path / "b")
+    assert padded.train_tokens == packed.train_tokens == sum(len(r.input_ids) for r in data)
+    # two batches of 8: padded to their longest rows; packed, each prefix once
+    assert padded.model_tokens > packed.model_tokens == padded.train_tokens - 2 * 7 * 24
+    assert [h["loss"] for h in padded.history] == pytest.approx(
+        [h["loss"] for h in packed.history], rel=1e-4)
+
+
 def test_measuring_the_graph_frees_it(base):
     """The planner's probe (forward passes with every saved tensor counted) must not keep
     its graphs: returning the saved tensor itself from the pack hook made a reference cycle

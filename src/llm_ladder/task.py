@@ -235,6 +235,11 @@ class FinetuneConfig(Strict):
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on only when max_memory_gb needs it")
     grad_accum: int = Field(1, ge=1, le=1024)
+    packing: bool = Field(
+        True, description="pack a batch's rows into one sequence with their shared prompt "
+                          "prefix once, where that is estimated cheaper than padding them "
+                          "(same loss and gradients; with dropout the prefix shares one "
+                          "mask per batch)")
     max_seq_len: int = Field(512, ge=16, le=131072)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

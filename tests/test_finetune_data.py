@@ -219,6 +219,12 @@ def test_a_packed_batch_gives_the_padded_loss_and_gradients(tok):
             torch.nn.init.normal_(w, std=0.02)
     rows, _ = build_rows([Example(str(i), q, a) for i, (q, a) in enumerate(FAQ)], user,
                          tok, 256, 1)
+    config = model.get_base_model().config
+    kinds = getattr(config, "layer_types", None)
+    # a model with sliding-window layers is never packed (the packed mask has no window)
+    config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    assert attention_pair_cost(model) is None
+    config.layer_types = kinds
     prefix = pack_prefix(rows, attention_pair_cost(model))
     assert prefix is not None and prefix >= 20  # the chat template's system prompt
     params = [w for w in model.parameters() if w.requires_grad]

@@ -173,12 +173,17 @@ def attention_pair_cost(model: Any) -> float | None:
     about 3x that with the backward pass (gradients of queries, keys, values and scores); the
     frozen linear weights 2 x their count forward, 2x that with the backward pass (the input
     gradient only): 3 x hidden / weights, 1/2,048 for SmolLM2-135M. It predicted the measured
-    packed/padded step time to within 0.13 on six batch shapes (docs/finetune.md). None when
-    the model's attention is not PyTorch's sdpa (the only one the packed mask is built for)."""
+    packed/padded step time to within 0.13 on six batch shapes (docs/finetune.md). None (never
+    pack) when the model's attention is not PyTorch's sdpa (the only one the packed mask is
+    built for) or any layer attends over a sliding window (Gemma 3's local layers, Mistral):
+    the packed mask is causal within each row and does not apply a window."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = inner.config
     layers = getattr(getattr(inner, "model", None), "layers", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or not layers:
+    kinds = getattr(config, "layer_types", None) or []
+    windowed = any(k != "full_attention" for k in kinds) or (
+        not kinds and getattr(config, "sliding_window", None))
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not layers or windowed:
         return None
     torch = require("torch", "local")
     weights = sum(m.weight.numel() for name, m in layers[0].named_modules()

@@ -146,6 +146,34 @@ def test_packed_training_runs_fewer_positions_for_the_same_losses(base, tmp_path
         [h["loss"] for h in packed.history], rel=1e-4)
 
 
+def test_the_progress_rate_is_the_training_steps_own(base, tmp_path, monkeypatch):
+    """The train tokens/s shown per step leaves out the dev loss and the checkpoint: it was
+    taken over the whole step window, so the lines printed on dev-loss steps (every line the
+    CLI shows) read ~3x under the training's real speed in `make demo`."""
+    import time
+
+    from llm_ladder.finetune import lora
+
+    real = lora._dev_loss
+
+    def slow_dev_loss(*a, **k):
+        time.sleep(3.0)  # a dev split much larger than the batch
+        return real(*a, **k)
+
+    monkeypatch.setattr(lora, "_dev_loss", slow_dev_loss)
+    data = rows(16)
+    seen: list[dict] = []
+    cfg = FinetuneConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"],
+                         dtype="float32", batch_size=2, epochs=1, eval_every=3)
+    lora.train(base, cfg, data[:12], data[12:], 0, tmp_path / "w", tmp_path / "a",
+               on_step=seen.append)
+    plain = sorted(s["tokens_per_s"] for s in seen if "dev_loss" not in s)
+    evals = [s["tokens_per_s"] for s in seen if "dev_loss" in s]
+    assert len(evals) == 2 and len(plain) == 4
+    # a step is well under a second here; with the 3 s inside, its rate would drop ~10x
+    assert min(evals) > 0.4 * plain[len(plain) // 2]
+
+
 def test_measuring_the_graph_frees_it(base):
     """The planner's probe (forward passes with every saved tensor counted) must not keep
     its graphs: returning the saved tensor itself from the pack hook made a reference cycle

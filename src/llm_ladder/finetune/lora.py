@@ -675,6 +675,7 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        t_trained = time.perf_counter()  # the progress rate leaves out dev loss and checkpoint
         step += 1
         state["step"] = step
         record: dict[str, Any] = {"step": step, "loss": round(loss_sum, 5), "lr": lr_at(step - 1)}
@@ -693,13 +694,13 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
         now = time.perf_counter()
         state["seconds"] = now - t_start
         if on_step:
-            rate = tok_window / max(now - t_window, 1e-9)
+            rate = tok_window / max(t_trained - t_window, 1e-9)
             done = step - (resumed_from or 0)
             eta = (limit - step) * (now - t_resume) / done if done else None
             on_step({**record, "total": limit, "tokens_per_s": rate, "eta_s": eta})
-        t_window, tok_window = now, 0
         if step % cfg.save_every == 0 and step < limit and not state["stopped_early"]:
             _save_checkpoint(work, step, model, opt, state, best, torch)
+        t_window, tok_window = time.perf_counter(), 0
     if best is not None:  # early stopping keeps the weights with the lowest dev loss
         with torch.no_grad():
             for n, p in _trainable(model).items():

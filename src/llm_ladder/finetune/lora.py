@@ -30,8 +30,8 @@ LoRA dropout draws one mask for the shared prefix instead of one per row.
 Why a hand-written loop rather than transformers' Trainer: Trainer checkpoints pickle the
 optimizer and RNG state, and its default collator pads random batches; this loop is measured
 against Trainer + PEFT in bench/bench_train.py. Deliberately skipped: multi-device training
-(see docs/finetune.md for the accelerate/torchrun route), packing rows that share no prefix
-across batches (a row never trains with rows outside its scheduled batch).
+(see docs/finetune.md for the accelerate/torchrun route), packing rows of different
+batches together (a row never trains with rows outside its scheduled batch).
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def pack_prefix(rows: list[TrainRow], pair_cost: float | None) -> int | None:
     of one token through the linear layers: padded rows x width x (1 + pair_cost x width / 2),
     packed length x (1 + pair_cost x length); packed when that is less. `pair_cost` is
     attention's compute per pair in those units (`attention_pair_cost`); None never packs.
-    On the FAQ example's batches of 8 rows of ~47 tokens with a 24-token chat-template
-    prefix, 3,096 padded tokens an epoch become 1,752."""
+    On the FAQ example's 64-row benchmark epoch (batches of 8 rows of ~47 tokens with a
+    24-token chat-template prefix), 3,096 padded positions become 1,657."""
     if pair_cost is None or len(rows) < 2:
         return None
     lengths = [len(r.input_ids) for r in rows]
@@ -165,6 +165,11 @@ def pack_prefix(rows: list[TrainRow], pair_cost: float | None) -> int | None:
     packed = prefix + sum(n - prefix for n in lengths)
     padded_cost = len(rows) * width * (1 + pair_cost * width / 2)
     return prefix if packed * (1 + pair_cost * packed) < padded_cost else None
+
+
+def _inner(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself, for `full`)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def attention_pair_cost(model: Any) -> float | None:
@@ -177,7 +182,7 @@ def attention_pair_cost(model: Any) -> float | None:
     pack) when the model's attention is not PyTorch's sdpa (the only one the packed mask is
     built for) or any layer attends over a sliding window (Gemma 3's local layers, Mistral):
     the packed mask is causal within each row and does not apply a window."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _inner(model)
     config = inner.config
     layers = getattr(getattr(inner, "model", None), "layers", None)
     kinds = getattr(config, "layer_types", None) or []
@@ -270,7 +275,7 @@ def completion_loss(model: Any, batch: dict[str, Any], n_items: int, device: str
     in the backward pass instead of kept (8 x 128 completion positions kept whole would hold
     ~0.6 GB of float logits and their gradients).
     """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _inner(model)
     ids = batch["input_ids"].to(device)
     # Padded rows get no attention mask: `collate` pads on the right, so under causal
     # attention no real token sees a pad, positions count from 0 either way, and pad
@@ -471,7 +476,7 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
 
 def _checkpointing(model: Any, on: bool) -> None:
     """Activation checkpointing of every decoder layer (non-reentrant)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _inner(model)
     if not on:
         inner.activation_checkpointing_disable()
         return

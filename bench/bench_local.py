@@ -14,12 +14,18 @@ the anti-loop defaults (no-repeat 3-grams) timed against ours without (left out 
 bench` for its 30 minutes: not a target, and 0.97x when last measured).
 
 Second part, the FAQ test split (the 60 test questions of examples/construction-faq, its
-own seeded split; the question in free text, the FAQ's answer text as the reference): the
-same backend with float32 weights against bfloat16 weights (`[models.x] dtype`), one batch
-of `--split-batch` each, interleaved: output tokens/s and their ratio per repeat, how many
-greedy answers are identical, and the quality effect of the ones that differ as token F1
-against the reference answer, paired (sign-flip permutation test, BCa interval on the mean
-difference: llm_ladder.stats.paired_test). Skipped on a CPU without native bf16.
+own seeded split), float32: the backend's batching as it was before 2026-11-28 (batches of
+16, every row running the whole prompt) against the default (batches of up to 64 within the
+KV-cache budget, the prompt prefix the rows share run once), with the step between them (64
+rows, no prefix sharing), one model object whose two settings change between variants,
+interleaved: output tokens/s, ratios per repeat, the share of the matmul limit (2 FLOP per
+weight per generated token at the measured float32 GFLOP/s), identical answers.
+
+Third part, on a CPU with native bf16 only: the same test split with float32 against
+bfloat16 weights (`[models.x] dtype`), one batch of `--split-batch` each, interleaved: output
+tokens/s and their ratio per repeat, how many greedy answers are identical, and the quality
+effect of the ones that differ as token F1 against the FAQ's answer text, paired (sign-flip
+permutation test, BCa interval on the mean difference: llm_ladder.stats.paired_test).
 
     python bench/bench_local.py [--n 16] [--batch 16] [--max-tokens 64] [--repeats 3]
                                 [--split-batch 64] [--anti-loop] [--quick]
@@ -126,6 +132,7 @@ def main() -> None:
         summary["anti_loop_tok_s"] = spread([r["tok_s"] for r in runs["ours_anti_loop"]])
         summary["anti_loop_ratio"] = spread([a["tok_s"] / o["tok_s"] for a, o in zip(
             runs["ours_anti_loop"], runs["ours"], strict=True)])
+    split32 = test_split_batching(args, params, split_limit, m, model)
     split = test_split_bf16(args, params, split_limit, m)
     md = "\n".join([
         f"{args.n} construction-FAQ questions answered in free text (greedy, ≤ "
@@ -153,9 +160,10 @@ def main() -> None:
         f"{summary['peak_rss_mib']:.0f} MiB (this process holds both models). "
         f"The decode ceiling streams the {weights_bytes / 2**20:.0f} MiB of weights once per "
         f"step of a batch of {args.batch} at the measured copy bandwidth.",
-    ] + (split_markdown(split) if split else []))
+    ] + batching_markdown(split32) + (split_markdown(split) if split else []))
     publish("local", {"args": vars(args), "runs": runs, "summary": summary,
-                      "test_split_bf16": split}, md, m, write_docs=not args.quick)
+                      "test_split_batching": split32, "test_split_bf16": split}, md, m,
+            write_docs=not args.quick)
 
 
 def timed_generate(model, prompts, params, texts: dict, key: str) -> dict:
@@ -168,20 +176,99 @@ def timed_generate(model, prompts, params, texts: dict, key: str) -> dict:
     return {"seconds": s_, "tokens": n_tokens, "tok_s": n_tokens / s_}
 
 
+def split_prompts(limit: int | None) -> tuple[list, list[str]]:
+    """The FAQ test split's questions as chat requests, and the FAQ's answer texts."""
+    from llm_ladder.session import prepare
+    from llm_ladder.task import load_task
+
+    test = prepare(load_task(ROOT / "examples" / "construction-faq")).splits.test[:limit]
+    return ([[{"role": "user", "content": e.input_text()}] for e in test],
+            [str(e.meta["answer"]) for e in test])
+
+
+# (key, batch_size, share_prefix, label): the batching before 2026-11-28, the step between,
+# and the default (batch_size None: the backend's own, with its KV-cache budget)
+BATCHINGS = [("former", 16, False, "batches of 16, the whole prompt per row (before "
+              "2026-11-28)"),
+             ("rows", None, False, "the default's batches, the whole prompt per row"),
+             ("default", None, True, "the default: batches of up to 64 within the KV-cache "
+              "budget, the shared prompt prefix run once")]
+
+
+def test_split_batching(args, params, limit: int | None, m: dict, model) -> dict:
+    """The FAQ test split in float32 under the former and the current batching (one model
+    object, its `batch_size` and `share_prefix` set per variant), interleaved."""
+    from llm_ladder.models.local import DEFAULT_BATCH_SIZE, batches, shared_prefix
+
+    prompts, _ = split_prompts(limit)
+    texts: dict[str, list[str]] = {}
+
+    def run(size: int | None, share: bool, key: str):
+        def go() -> dict:
+            model.batch_size, model.share_prefix = size or DEFAULT_BATCH_SIZE, share
+            return timed_generate(model, prompts, params, texts, key)
+        return go
+
+    runs = interleave({k: run(size, share, k) for k, size, share, _ in BATCHINGS},
+                      args.repeats)
+    model.batch_size, model.share_prefix = args.batch, True
+    ids = [model._ids(p) for p in prompts]
+    groups = batches([len(i) for i in ids], params.max_tokens, DEFAULT_BATCH_SIZE,
+                     model.batch_tokens)
+    n_params = sum(p.numel() for p in model.model.parameters())
+    limit_tok_s = m["matmul_gflop_s"]["float32"] * 1e9 / (2 * n_params)
+    tok_s = {k: [r["tok_s"] for r in runs[k]] for k in runs}
+    return {"questions": len(prompts), "runs": runs, "matmul_limit_tok_s": limit_tok_s,
+            "tok_s": {k: spread(v) for k, v in tok_s.items()},
+            "share_of_matmul_limit": {k: spread([x / limit_tok_s for x in v])
+                                      for k, v in tok_s.items()},
+            "ratio": {k: spread([a / b for a, b in zip(v, tok_s["former"], strict=True)])
+                      for k, v in tok_s.items()},
+            "prefix_alone": spread([a / b for a, b in zip(tok_s["default"], tok_s["rows"],
+                                                          strict=True)]),
+            "default_batches": [len(g) for g in groups],
+            "shared_prefix": [shared_prefix([ids[i] for i in g]) for g in groups],
+            "identical": {k: sum(a == b for a, b in zip(texts[k], texts["former"],
+                                                        strict=True)) for k in texts}}
+
+
+def batching_markdown(s: dict) -> list[str]:
+    rows = [f"| {label} | {fmt(s['tok_s'][k])} | "
+            + ("1" if k == "former" else f"**{fmt(s['ratio'][k], 2)}x**" if k == "default"
+               else f"{fmt(s['ratio'][k], 2)}x")
+            + f" | {s['share_of_matmul_limit'][k]['median']:.0%} | {s['identical'][k]} of "
+            f"{s['questions']} |" for k, _, _, label in BATCHINGS]
+    return [
+        "",
+        f"**The FAQ test split in float32** ({s['questions']} test questions of "
+        "examples/construction-faq answered in free text, same settings as above), batching "
+        "before and after 2026-11-28, one model object, interleaved.",
+        "",
+        "| batching | output tokens/s | ratio to the first row (per repeat) | share of the "
+        "matmul limit | answers identical to the first row's |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Prefix sharing alone (third row over second): {fmt(s['prefix_alone'], 2)}x. The "
+        f"default ran the split as {len(s['default_batches'])} batch(es) of "
+        f"{', '.join(map(str, s['default_batches']))} with a shared prefix of "
+        f"{', '.join(map(str, s['shared_prefix']))} tokens. The matmul limit, "
+        f"{s['matmul_limit_tok_s']:.0f} tok/s, is 2 FLOP per weight per generated token at "
+        "the float32 GFLOP/s probed at the start (prefill and attention not counted, so no "
+        "run reaches it).",
+    ]
+
+
 def test_split_bf16(args, params, limit: int | None, m: dict) -> dict | None:
     """float32 vs bfloat16 weights on the FAQ test split: speed, identical answers, token F1."""
     from llm_ladder.hardware import cpu_has_bf16
     from llm_ladder.metrics import TokenF1
     from llm_ladder.models.local import TransformersModel
-    from llm_ladder.session import prepare
     from llm_ladder.stats import paired_test
-    from llm_ladder.task import load_task
 
     if not cpu_has_bf16():
         return None
-    test = prepare(load_task(ROOT / "examples" / "construction-faq")).splits.test[:limit]
-    prompts = [[{"role": "user", "content": e.input_text()}] for e in test]
-    refs = [str(e.meta["answer"]) for e in test]
+    prompts, refs = split_prompts(limit)
     models = {d: TransformersModel(batch_size=args.split_batch, dtype=d)
               for d in ("float32", "bfloat16")}
     texts: dict[str, list[str]] = {}
@@ -199,7 +286,7 @@ def test_split_bf16(args, params, limit: int | None, m: dict) -> dict | None:
     # the matmul limit: 2 FLOP per weight per token at the measured GFLOP/s of that dtype
     n_params = sum(p.numel() for p in models["float32"].model.parameters())
     limit_tok_s = {d: m["matmul_gflop_s"][d] * 1e9 / (2 * n_params) for d in models}
-    return {"questions": len(test), "batch": args.split_batch, "runs": runs,
+    return {"questions": len(prompts), "batch": args.split_batch, "runs": runs,
             "matmul_limit_tok_s": limit_tok_s,
             "share_of_matmul_limit": {d: spread([r["tok_s"] / limit_tok_s[d] for r in runs[d]])
                                       for d in models},

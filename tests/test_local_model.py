@@ -130,3 +130,23 @@ def test_a_shared_prefix_runs_once_and_changes_no_answer(smol):
     assert once == plain == [smol.generate([p], params)[0].text for p in prompts]
     assert all(once)
     assert run_plain - run_once == (len(prompts) - 1) * shared
+
+
+def test_a_model_whose_cache_cannot_be_copied_runs_every_prompt_whole(smol, monkeypatch):
+    """Where the model's KV cache has no `batch_repeat_interleave` (not one of transformers'
+    Cache classes), the batch runs without the shared prefix instead of failing."""
+    from transformers import DynamicCache
+
+    prompts = [FRANCE, [{"role": "user", "content": "Name a primary colour."}]]
+    params = GenParams(max_tokens=8)
+    want = [g.text for g in smol.generate(prompts, params)]
+    owner = next(c for c in DynamicCache.__mro__ if "batch_repeat_interleave" in vars(c))
+    monkeypatch.delattr(owner, "batch_repeat_interleave")
+    ids = [smol._ids(p) for p in prompts]
+    width = max(map(len, ids))
+    assert len(ids[0]) != len(ids[1])
+    inputs = smol._inputs(ids)
+    assert "past_key_values" not in inputs  # plain left padding
+    assert inputs["attention_mask"].tolist() == [[0] * (width - len(i)) + [1] * len(i)
+                                                 for i in ids]
+    assert [g.text for g in smol.generate(prompts, params)] == want

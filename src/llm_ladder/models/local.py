@@ -293,17 +293,20 @@ class TransformersModel:
         pad = self.tokenizer.pad_token_id
         width = max(len(ids) for ids in batch)
         shared = shared_prefix(batch) if self.share_prefix and len(batch) > 1 else 0
-        rows = [ids[:shared] + [pad] * (width - len(ids)) + ids[shared:] for ids in batch]
-        mask = [[1] * shared + [0] * (width - len(ids)) + [1] * (len(ids) - shared)
-                for ids in batch]
-        inputs: dict[str, Any] = {"input_ids": torch.tensor(rows),
-                                  "attention_mask": torch.tensor(mask)}
+        inputs: dict[str, Any] = {}
         if shared:
             with torch.inference_mode():
                 cache = self.model(input_ids=torch.tensor([batch[0][:shared]]),
                                    use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(batch))
-            inputs["past_key_values"] = cache
+            if hasattr(cache, "batch_repeat_interleave"):  # transformers' Cache classes
+                cache.batch_repeat_interleave(len(batch))
+                inputs["past_key_values"] = cache
+            else:  # a model without a copyable cache: every row runs its whole prompt
+                shared = 0
+        rows = [ids[:shared] + [pad] * (width - len(ids)) + ids[shared:] for ids in batch]
+        mask = [[1] * shared + [0] * (width - len(ids)) + [1] * (len(ids) - shared)
+                for ids in batch]
+        inputs.update(input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask))
         return inputs
 
     def _generate_batch(self, batch: list[list[int]], params: GenParams) -> list[Generation]:

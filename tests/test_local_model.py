@@ -38,6 +38,23 @@ def test_second_load_uses_cached_safetensors(smol):
     assert not list(smol.folder.glob("*.bin")) and not list(smol.folder.glob("*.pt"))
 
 
+def test_the_same_gguf_elsewhere_reuses_the_conversion(smol, tmp_path):
+    """The conversion is keyed by the GGUF's bytes, not its path: a copy in another folder (a
+    second venv, a reinstall) resolves to the folder already converted, with no new copy."""
+    import os
+    import shutil
+
+    from llm_ladder.models.local import resolve_weights, smollm2_gguf
+
+    copy = tmp_path / "elsewhere" / smollm2_gguf().name
+    copy.parent.mkdir()
+    shutil.copyfile(smollm2_gguf(), copy)
+    os.utime(copy, ns=(1, 1))  # another modification time too
+    before = sorted(smol.folder.parent.iterdir())
+    assert resolve_weights("mine", str(copy)) == smol.folder
+    assert sorted(smol.folder.parent.iterdir()) == before
+
+
 def test_eos_list_does_not_grow_across_batches(smol):
     """`generation_config.eos_token_id` as a list was appended to in place once per batch."""
     from llm_ladder.models.base import GenParams

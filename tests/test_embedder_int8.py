@@ -77,6 +77,22 @@ def test_the_export_is_cached(pair, cache, monkeypatch) -> None:
     assert embedding.Embedder(dtype="int8")._int8.path == path  # reused, not re-exported
 
 
+def test_the_same_weights_elsewhere_reuse_the_export(pair, cache, tmp_path, monkeypatch) -> None:
+    """The export is keyed by the weights' bytes, not their path or time: a copy of the model
+    folder (another venv, a reinstall) gets the file already exported."""
+    import shutil
+
+    from llm_ladder.embedding import DEFAULT_EMBEDDER, minilm_folder
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(minilm_folder(), copy)
+    for f in copy.rglob("*"):
+        os.utime(f, ns=(1, 1))
+    monkeypatch.setattr(embedding_int8, "_export", lambda *a: pytest.fail("exported again"))
+    path = embedding_int8.quantized_file(pair[1].model, copy, cache, DEFAULT_EMBEDDER)
+    assert path == pair[1]._int8.path
+
+
 def test_a_killed_export_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
     quantization = pytest.importorskip("onnxruntime.quantization")
 

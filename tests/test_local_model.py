@@ -55,6 +55,33 @@ def test_the_same_gguf_elsewhere_reuses_the_conversion(smol, tmp_path):
     assert sorted(smol.folder.parent.iterdir()) == before
 
 
+def test_file_hash_is_computed_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """`file_sha256` (the key of the GGUF and int8-export caches) reads a file once per
+    process, and again when the file changes."""
+    import hashlib
+    import os
+
+    from llm_ladder.models import local
+
+    calls = []
+    digest = hashlib.file_digest
+
+    def counted(f, name):
+        calls.append(name)
+        return digest(f, name)
+
+    monkeypatch.setattr(local.hashlib, "file_digest", counted)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"one")
+    first = local.file_sha256(weights)
+    assert first == hashlib.sha256(b"one").hexdigest()
+    assert local.file_sha256(weights) == first and len(calls) == 1
+    weights.write_bytes(b"two")
+    os.utime(weights, ns=(2, 2))
+    assert local.file_sha256(weights) == hashlib.sha256(b"two").hexdigest()
+    assert len(calls) == 2
+
+
 def test_eos_list_does_not_grow_across_batches(smol):
     """`generation_config.eos_token_id` as a list was appended to in place once per batch."""
     from llm_ladder.models.base import GenParams

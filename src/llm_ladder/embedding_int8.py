@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from llm_ladder.errors import LadderError, require
+from llm_ladder.models.local import file_sha256
 
 FORMAT = 2  # bump when the export or the quantization recipe changes
 
@@ -75,17 +76,12 @@ def _tokenize(st_model: Any, texts: list[str]) -> dict[str, Any]:
     return method(texts)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def quantized_file(st_model: Any, weights: Path, cache: Path, label: str) -> Path:
     """The cached int8 ONNX file of `st_model` (exported and quantized on first use)."""
     # keyed by the weights' bytes, not their path: the same model in another venv or
-    # reinstalled reuses the export (~0.2 s to hash MiniLM's 90 MB)
+    # reinstalled reuses the export (hashed once per process)
     files = sorted(weights.rglob("*.safetensors"))
-    stamp = ":".join(f"{f.relative_to(weights)}:{_sha256(f)}" for f in files)
+    stamp = ":".join(f"{f.relative_to(weights)}:{file_sha256(f)}" for f in files)
     stamp += f":{version('torch')}:{version('onnxruntime')}:{FORMAT}"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)

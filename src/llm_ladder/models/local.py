@@ -159,21 +159,26 @@ def resolve_weights(name: str, path: str | None) -> Path:
     else:
         raise LadderError(f"local model {name!r}: set `path` to a GGUF file or model folder, "
                           f"or use one of: {', '.join(sorted(ALIASES | GEMMA_ALIASES))}")
-    st = gguf.stat()
     # keyed by the file's bytes: the same GGUF in another venv (or reinstalled) reuses the
     # conversion instead of writing another ~540 MB copy, and the weights folder (part of
     # the model's description) is the same wherever the package is installed
-    key = _file_sha256(str(gguf.resolve()), st.st_size, st.st_mtime_ns)
+    key = file_sha256(gguf)
     target = cache_root() / "models" / f"{gguf.stem}-{key[:12]}"
     if (target / "model.safetensors").is_file():
         return target
     return _convert_gguf(gguf, target)
 
 
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file's bytes (~0.2 s for the 98 MB SmolLM2 GGUF), once per process for a
-    path, size and modification time."""
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, the key of the caches built from weights files (GGUF
+    conversions here, int8 embedder exports): ~0.2 s for the 98 MB SmolLM2 GGUF, so computed
+    once per process for a path, size and modification time."""
+    st = path.stat()
+    return _sha256_once(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_once(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

@@ -55,6 +55,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--split-batch", type=int, default=64)
+    ap.add_argument("--prefix-alone", action="store_true",
+                    help="also time the default's batches without the shared prefix (what "
+                    "prefix sharing alone gives; ~1 min more)")
     ap.add_argument("--anti-loop", action="store_true",
                     help="also time the anti-loop defaults (no-repeat 3-grams) against ours")
     ap.add_argument("--quick", action="store_true", help="4 prompts, 8 tokens, 1 repeat, no docs")
@@ -209,8 +212,8 @@ def test_split_batching(args, params, limit: int | None, m: dict, model) -> dict
             return timed_generate(model, prompts, params, texts, key)
         return go
 
-    runs = interleave({k: run(size, share, k) for k, size, share, _ in BATCHINGS},
-                      args.repeats)
+    chosen = [b for b in BATCHINGS if b[0] != "rows" or args.prefix_alone]
+    runs = interleave({k: run(size, share, k) for k, size, share, _ in chosen}, args.repeats)
     model.batch_size, model.share_prefix = args.batch, True
     ids = [model._ids(p) for p in prompts]
     groups = batches([len(i) for i in ids], params.max_tokens, DEFAULT_BATCH_SIZE,
@@ -225,7 +228,8 @@ def test_split_batching(args, params, limit: int | None, m: dict, model) -> dict
             "ratio": {k: spread([a / b for a, b in zip(v, tok_s["former"], strict=True)])
                       for k, v in tok_s.items()},
             "prefix_alone": spread([a / b for a, b in zip(tok_s["default"], tok_s["rows"],
-                                                          strict=True)]),
+                                                          strict=True)])
+            if "rows" in tok_s else None,
             "default_batches": [len(g) for g in groups],
             "shared_prefix": [shared_prefix([ids[i] for i in g]) for g in groups],
             "identical": {k: sum(a == b for a, b in zip(texts[k], texts["former"],
@@ -237,7 +241,7 @@ def batching_markdown(s: dict) -> list[str]:
             + ("1" if k == "former" else f"**{fmt(s['ratio'][k], 2)}x**" if k == "default"
                else f"{fmt(s['ratio'][k], 2)}x")
             + f" | {s['share_of_matmul_limit'][k]['median']:.0%} | {s['identical'][k]} of "
-            f"{s['questions']} |" for k, _, _, label in BATCHINGS]
+            f"{s['questions']} |" for k, _, _, label in BATCHINGS if k in s["tok_s"]]
     return [
         "",
         f"**The FAQ test split in float32** ({s['questions']} test questions of "
@@ -249,8 +253,9 @@ def batching_markdown(s: dict) -> list[str]:
         "| --- | --- | --- | --- | --- |",
         *rows,
         "",
-        f"Prefix sharing alone (third row over second): {fmt(s['prefix_alone'], 2)}x. The "
-        f"default ran the split as {len(s['default_batches'])} batch(es) of "
+        (f"Prefix sharing alone (third row over second): {fmt(s['prefix_alone'], 2)}x. "
+         if s["prefix_alone"] else "Prefix sharing alone: `--prefix-alone` (not run here). ")
+        + f"The default ran the split as {len(s['default_batches'])} batch(es) of "
         f"{', '.join(map(str, s['default_batches']))} with a shared prefix of "
         f"{', '.join(map(str, s['shared_prefix']))} tokens. The matmul limit, "
         f"{s['matmul_limit_tok_s']:.0f} tok/s, is 2 FLOP per weight per generated token at "

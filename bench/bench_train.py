@@ -80,13 +80,25 @@ def run_ours(n: int, dtype: str, packing: bool = True) -> dict:
 
 def run_baseline(n: int, dtype: str) -> dict:
     """transformers' Trainer + PEFT on the same rows, loss, batch and precision as ours."""
+    folder, tok, built = rows(n)
+    out = trainer_peft(folder, tok, [(r.input_ids, r.labels) for r in built], dtype)
+    return {**out, "tokens": sum(len(r.input_ids) for r in built)}
+
+
+def trainer_peft(folder, tok, rows: list[tuple[list[int], list[int]]], dtype: str,
+                 batch: int = 8, micro: int | None = None,
+                 checkpointing: bool = False) -> dict:
+    """One epoch of transformers' Trainer + PEFT over (input_ids, labels) rows, the recipe's
+    LoRA and optimizer settings; `micro` rows per forward with gradient accumulation up to
+    `batch` rows per update, and `checkpointing`: transformers' own way to save memory.
+    Timed from train begin to train end (a TrainerCallback), as ours is timed."""
     import peft
     import torch
     import transformers
 
     from llm_ladder.task import FinetuneConfig
 
-    folder, tok, built = rows(n)
+    micro = micro or batch
     cfg = FinetuneConfig()
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -94,7 +106,7 @@ def run_baseline(n: int, dtype: str) -> dict:
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
     # the same objective: the completion-only labels our rows carry (-100 on the prompt)
-    data = [{"input_ids": r.input_ids, "labels": r.labels} for r in built]
+    data = [{"input_ids": ids, "labels": labels} for ids, labels in rows]
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     clock: dict[str, float] = {}
@@ -118,7 +130,10 @@ def run_baseline(n: int, dtype: str) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         args = transformers.TrainingArguments(
-            output_dir=d, per_device_train_batch_size=8, num_train_epochs=1,
+            output_dir=d, per_device_train_batch_size=micro,
+            gradient_accumulation_steps=batch // micro, num_train_epochs=1,
+            gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
             learning_rate=cfg.learning_rate, save_strategy="no", report_to=[],
             logging_strategy="no", use_cpu=True, seed=0, bf16=dtype == "bfloat16",
             max_grad_norm=1.0, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay)
@@ -126,8 +141,7 @@ def run_baseline(n: int, dtype: str) -> dict:
             model=model, args=args, train_dataset=data, callbacks=[Clock()],
             data_collator=counting)
         out = trainer.train()
-    return {"seconds": clock["t1"] - clock["t0"],
-            "tokens": sum(len(r.input_ids) for r in built), "positions": positions[0],
+    return {"seconds": clock["t1"] - clock["t0"], "positions": positions[0],
             "steps": out.global_step, "final_loss": out.training_loss}
 
 

@@ -108,3 +108,21 @@ def test_a_slow_matmul_probe_stops_at_its_budget():
     t0 = time.perf_counter()
     assert benchlib.matmul_gflop_s("float32", n=256, tries=10**6, budget_s=0.2) > 0
     assert time.perf_counter() - t0 < 5
+
+
+def test_the_memory_benchmarks_trainer_variants_name_their_setting():
+    """`trainer[-ckpt][-mN]` in bench_train_memory.py: rows per forward (dividing the batch)
+    and gradient checkpointing; any other name is one of ours."""
+    import bench_train_memory as btm
+
+    assert btm.trainer_setting("trainer", 8) == (8, False)
+    assert btm.trainer_setting("trainer-ckpt", 8) == (8, True)
+    assert btm.trainer_setting("trainer-ckpt-m2", 8) == (2, True)
+    assert btm.trainer_setting("trainer-m4", 8) == (4, False)
+    assert btm.trainer_setting("mem2", 8) is None
+    assert btm.trainer_setting("trainer-ckpt-m", 8) is None
+    with pytest.raises(SystemExit, match="divide the batch"):
+        btm.trainer_setting("trainer-m3", 8)
+    assert btm.label("trainer-ckpt-m2", 8) == ("transformers `Trainer` + PEFT, gradient "
+                                               "checkpointing, 2 row(s) per forward with "
+                                               "gradient accumulation")

@@ -120,6 +120,55 @@ def test_max_memory_splits_the_batch_and_the_step_is_unchanged(base, monkeypatch
     close(g1, g3)
 
 
+def test_a_tight_limit_checkpoints_only_as_many_layers_as_it_needs(base, monkeypatch):
+    """Where one micro-batch of the target size does not fit, the plan checkpoints the first
+    k layers, k the fewest that make it fit (fewer with more room), and the gradients stay
+    those of the whole batch."""
+    import contextlib
+
+    import torch
+
+    from llm_ladder.finetune import lora
+
+    torch.manual_seed(0)
+    model, device, _, _ = lora.load_base(base, config())
+    model.train()
+    data = rows()
+    whole = list(range(8))
+    _, g1 = grads(model, data, [whole], torch)
+    rss = lora._rss_bytes()  # held still, as in the test above
+    monkeypatch.setattr(lora, "_rss_bytes", lambda field="VmRSS": rss)
+
+    def plan(limit):
+        lora._checkpointing(model, False)  # each plan starts from the model as loaded
+        return lora.plan_memory(config(max_memory_gb=limit), model, data, 0, device, False,
+                                contextlib.nullcontext, torch)
+
+    # these rows are short (36..57 tokens): a micro-batch target of about one row, as 512
+    # tokens are for rows of 512
+    monkeypatch.setattr(lora, "MIN_MICRO_TOKENS", 60)
+    fixed = plan(100.0).fixed_gb
+    longest = max(len(r.input_ids) for r in data)
+    target = min(8 * longest, max(longest, lora.MIN_MICRO_TOKENS))
+    plain = lora.SLACK * lora.saved_bytes_per_token(model, 0, device, contextlib.nullcontext,
+                                                    torch, longest)
+    layers = lora._decoder_layers(model)
+    assert len(layers) == 30
+    picked = []
+    for share in (0.5, 0.8):  # room for that share of one row without checkpointing
+        p = plan(fixed + share * longest * plain / 2**30)
+        k = p.checkpointed_layers
+        assert p.checkpointing and k is not None and 0 < k < len(layers)
+        assert [x.gradient_checkpointing for x in layers] == [True] * k + [False] * (
+            len(layers) - k)
+        assert p.micro_tokens >= target and f"{k} of 30 layers" in p.note
+        picked.append(k)
+        _, g2 = grads(model, data, lora.split_batch(whole, [len(r.input_ids) for r in data],
+                                                    p.micro_tokens), torch)
+        close(g1, g2)
+    assert picked[1] < picked[0]
+
+
 def test_training_with_a_memory_limit_reports_the_same_losses(base, tmp_path):
     """The loop itself: a step in micro-batches (the budget set by hand here: what
     max_memory_gb picks depends on this process's resident memory) reports the unsplit

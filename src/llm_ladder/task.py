@@ -233,12 +233,13 @@ class FinetuneConfig(Strict):
     max_memory_gb: float | None = Field(
         None, gt=0, description="peak memory training should fit: the recipe splits batches "
                                 "into micro-batches (same update) and checkpoints activations "
-                                "only when needed")
+                                "only when needed, of as few layers as needed")
     micro_batch_tokens: int | None = Field(
         None, ge=1, description="split each batch into micro-batches of at most this many "
                                 "padded tokens (same update); default: from max_memory_gb")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto: on only when max_memory_gb needs it")
+        "auto", description="auto: only when max_memory_gb needs it, on as few layers as "
+                            "it needs; on: every layer")
     grad_accum: int = Field(1, ge=1, le=1024)
     packing: bool = Field(
         True, description="pack a batch's rows into one sequence with their shared prompt "

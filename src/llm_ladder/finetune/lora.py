@@ -19,7 +19,8 @@ Memory (`[finetune] max_memory_gb`, `plan_memory`): each scheduled batch can be 
 micro-batches by a padded-token budget (the loss is still divided by the whole batch's
 completion tokens, so the update is the same up to float error and dropout's masks), and
 activation checkpointing is turned on only when one longest example does not fit without
-it; the LM head's logits exist for at most CE_CHUNK completion positions at a time.
+it, and then of as few decoder layers as the limit needs; the LM head's logits exist for at
+most CE_CHUNK completion positions at a time.
 
 Packing (`[finetune] packing`, on by default): where it is estimated cheaper, a batch's rows
 run as one sequence with the prompt prefix they share (a chat template's system prompt) once
@@ -400,6 +401,12 @@ class MemoryPlan:
     fixed_gb: float
     per_token_kb: float
     note: str
+    # how many of the decoder layers are checkpointed (the first ones); None = every layer
+    # when `checkpointing`, else none
+    checkpointed_layers: int | None = None
+
+
+MIN_MICRO_TOKENS = 512  # the micro-batch partial checkpointing aims for (see plan_memory)
 
 
 def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: int,
@@ -416,12 +423,18 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     at the longest row's length) times SLACK for the backward pass's transient gradients.
     With checkpointing the graph keeps each layer's input and what lives outside the layers
     (measured the same way), plus one layer's activations and their gradients while it is
-    recomputed (2 x plain / layers).
+    recomputed (2 x plain / layers); with k of L layers checkpointed, k/L of the way from
+    plain to that (`_per_token`).
     Whole batches when they fit; otherwise the largest token budget that fits; checkpointing
-    only when even one longest row does not fit without it (it recomputes each layer's
-    forward: about a third more compute). `micro_batch_tokens` set by hand, or no
-    `max_memory_gb`, skips all this (nothing is measured; `fixed_gb` is then the resident
-    memory before any pass, weights not yet paged in).
+    only when even one longest row does not fit without it, and then of as few layers as
+    let a micro-batch of MIN_MICRO_TOKENS (at least one longest row, at most the batch) fit:
+    a checkpointed layer runs its forward again in the backward pass, which for LoRA (no
+    gradients of the frozen weights) is about half as much compute again for that layer, so
+    checkpointing every layer ran at ~0.64x; the rest of the layers keep their activations
+    (selective checkpointing by layer, as Megatron's `recompute_num_layers`).
+    `gradient_checkpointing = "on"` checkpoints every layer. `micro_batch_tokens` set by
+    hand, or no `max_memory_gb`, skips all this (nothing is measured; `fixed_gb` is then
+    the resident memory before any pass, weights not yet paged in).
     """
     params = list(model.parameters())
     trained = sum(p.numel() for p in params if p.requires_grad)
@@ -448,19 +461,28 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     plain = saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
     fixed = fixed_now()  # the probe's forward passes paged in every weight (safetensors mmap)
 
-    def checkpointed() -> float:
+    layers = len(_decoder_layers(model)) or int(getattr(conf, "num_hidden_layers", 1) or 1)
+
+    def checkpointed() -> float:  # bytes a token keeps with every layer checkpointed
         _checkpointing(model, True)
-        layers = int(getattr(conf, "num_hidden_layers", 1) or 1)
         outside = saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
         return SLACK * outside + 2 * plain / layers
 
-    ckpt = mode == "on"
+    ckpt, some = mode == "on", None
     per_token = checkpointed() if ckpt else SLACK * plain
     room = cfg.max_memory_gb * 2**30 - fixed
     if room >= cfg.batch_size * longest * per_token:
         return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")
     if room < longest * per_token and not ckpt and mode == "auto":
-        ckpt, per_token = True, checkpointed()
+        every = checkpointed()
+        target = min(cfg.batch_size * longest, max(longest, MIN_MICRO_TOKENS))
+        some = next((k for k in range(1, layers) if room >= target * _per_token(
+            SLACK * plain, every, plain, k, layers)), None)
+        ckpt = True
+        per_token = every if some is None else _per_token(SLACK * plain, every, plain, some,
+                                                          layers)
+        if some is not None:
+            _checkpointing(model, True, some)
     budget = int(room / per_token) if per_token > 0 else cfg.batch_size * longest
     if budget < longest:
         raise LadderError(
@@ -469,19 +491,39 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
             f"{longest * per_token / 2**30:.2f} GiB more"
             + (" with activation checkpointing" if ckpt else "")
             + "; raise max_memory_gb or lower max_seq_len")
+    which = ("" if not ckpt else " with activation checkpointing" if some is None
+             else f" with activation checkpointing of {some} of {layers} layers")
     return MemoryPlan(budget, ckpt, fixed / 2**30, per_token / 1024,
-                      f"micro-batches of at most {budget} tokens"
-                      + (" with activation checkpointing" if ckpt else ""))
+                      f"micro-batches of at most {budget} tokens{which}", some)
 
 
-def _checkpointing(model: Any, on: bool) -> None:
-    """Activation checkpointing of every decoder layer (non-reentrant)."""
+def _per_token(plain: float, every: float, measured: float, k: int, layers: int) -> float:
+    """Bytes a token keeps with k of `layers` layers checkpointed: each checkpointed layer
+    drops its share of the difference between none (`plain`) and all (`every`, which counts
+    one recomputed layer's activations and gradients, 2 x `measured` / layers, once)."""
+    recompute = 2 * measured / layers
+    return plain - k * (plain - (every - recompute)) / layers + recompute
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    """The model's checkpointable decoder layers (transformers' GradientCheckpointingLayer),
+    in order."""
+    layer = require("transformers.modeling_layers", "finetune").GradientCheckpointingLayer
+    return [m for m in _inner(model).modules() if isinstance(m, layer)]
+
+
+def _checkpointing(model: Any, on: bool, layers: int | None = None) -> None:
+    """Activation checkpointing (non-reentrant) of the first `layers` decoder layers, or of
+    every one; off with `on` False."""
     inner = _inner(model)
     if not on:
         inner.activation_checkpointing_disable()
         return
     inner.activation_checkpointing_enable(activation_checkpointing_kwargs={
         "use_reentrant": False})
+    if layers is not None:
+        for i, layer in enumerate(_decoder_layers(model)):
+            layer.gradient_checkpointing = i < layers
     if hasattr(model, "get_base_model"):  # PEFT: frozen embeddings, yet a graph to recompute
         inner.enable_input_require_grads()
 

@@ -169,6 +169,48 @@ def test_a_tight_limit_checkpoints_only_as_many_layers_as_it_needs(base, monkeyp
     assert picked[1] < picked[0]
 
 
+def test_a_model_without_per_layer_switches_is_checkpointed_whole(base, monkeypatch):
+    """Layers that are not transformers' GradientCheckpointingLayer cannot be checkpointed
+    one by one: under the limit that would pick some of them, the plan checkpoints every
+    layer and sizes micro-batches for that, not for a partial plan it cannot carry out."""
+    import contextlib
+
+    import torch
+
+    from llm_ladder.finetune import lora
+
+    model, device, _, _ = lora.load_base(base, config())
+    model.train()
+    data = rows()
+    rss = lora._rss_bytes()
+    monkeypatch.setattr(lora, "_rss_bytes", lambda field="VmRSS": rss)
+    monkeypatch.setattr(lora, "MIN_MICRO_TOKENS", 60)
+
+    def plan(limit):
+        lora._checkpointing(model, False)
+        return lora.plan_memory(config(max_memory_gb=limit), model, data, 0, device, False,
+                                contextlib.nullcontext, torch)
+
+    fixed = plan(100.0).fixed_gb
+    longest = max(len(r.input_ids) for r in data)
+    plain = lora.SLACK * lora.saved_bytes_per_token(model, 0, device, contextlib.nullcontext,
+                                                    torch, longest)
+    limit = fixed + 0.5 * longest * plain / 2**30
+    partial = plan(limit)
+    assert partial.checkpointed_layers is not None  # the premise: a partial plan here
+    lora._checkpointing(model, True)
+    every = lora.saved_bytes_per_token(model, 0, device, contextlib.nullcontext, torch,
+                                       longest)
+    monkeypatch.setattr(lora, "_decoder_layers", lambda model: [])
+    whole = plan(limit)
+    assert whole.checkpointing and whole.checkpointed_layers is None
+    assert "layers" not in whole.note and "with activation checkpointing" in whole.note
+    # sized for every layer checkpointed: more tokens than the partial plan allowed
+    assert whole.per_token_kb < partial.per_token_kb
+    assert whole.micro_tokens > partial.micro_tokens
+    assert whole.per_token_kb * 1024 >= lora.SLACK * every
+
+
 def test_training_with_a_memory_limit_reports_the_same_losses(base, tmp_path):
     """The loop itself: a step in micro-batches (the budget set by hand here: what
     max_memory_gb picks depends on this process's resident memory) reports the unsplit

@@ -424,14 +424,15 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     With checkpointing the graph keeps each layer's input and what lives outside the layers
     (measured the same way), plus one layer's activations and their gradients while it is
     recomputed (2 x plain / layers); with k of L layers checkpointed, k/L of the way from
-    plain to that (`_per_token`).
+    plain to that (`with_some`).
     Whole batches when they fit; otherwise the largest token budget that fits; checkpointing
     only when even one longest row does not fit without it, and then of as few layers as
     let a micro-batch of MIN_MICRO_TOKENS (at least one longest row, at most the batch) fit:
     a checkpointed layer runs its forward again in the backward pass, which for LoRA (no
     gradients of the frozen weights) is about half as much compute again for that layer, so
     checkpointing every layer ran at ~0.64x; the rest of the layers keep their activations
-    (selective checkpointing by layer, as Megatron's `recompute_num_layers`).
+    (selective checkpointing by layer, as Megatron's `recompute_num_layers`); a model whose
+    layers lack transformers' per-layer switch (GradientCheckpointingLayer) gets every layer.
     `gradient_checkpointing = "on"` checkpoints every layer. `micro_batch_tokens` set by
     hand, or no `max_memory_gb`, skips all this (nothing is measured; `fixed_gb` is then
     the resident memory before any pass, weights not yet paged in).
@@ -461,7 +462,10 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     plain = saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
     fixed = fixed_now()  # the probe's forward passes paged in every weight (safetensors mmap)
 
-    layers = len(_decoder_layers(model)) or int(getattr(conf, "num_hidden_layers", 1) or 1)
+    # partial checkpointing needs transformers' per-layer switch; a model without it gets
+    # every layer or none
+    switchable = len(_decoder_layers(model))
+    layers = switchable or int(getattr(conf, "num_hidden_layers", 1) or 1)
 
     def checkpointed() -> float:  # bytes a token keeps with every layer checkpointed
         _checkpointing(model, True)
@@ -475,12 +479,15 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
         return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")
     if room < longest * per_token and not ckpt and mode == "auto":
         every = checkpointed()
+        recompute = 2 * plain / layers  # counted once in `every`, whatever k
+
+        def with_some(k: int) -> float:  # k of the layers checkpointed: k/L of the way
+            return SLACK * plain - k * (SLACK * plain - (every - recompute)) / layers + recompute
+
         target = min(cfg.batch_size * longest, max(longest, MIN_MICRO_TOKENS))
-        some = next((k for k in range(1, layers) if room >= target * _per_token(
-            SLACK * plain, every, plain, k, layers)), None)
+        some = next((k for k in range(1, switchable) if room >= target * with_some(k)), None)
         ckpt = True
-        per_token = every if some is None else _per_token(SLACK * plain, every, plain, some,
-                                                          layers)
+        per_token = every if some is None else with_some(some)
         if some is not None:
             _checkpointing(model, True, some)
     budget = int(room / per_token) if per_token > 0 else cfg.batch_size * longest
@@ -495,14 +502,6 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
              else f" with activation checkpointing of {some} of {layers} layers")
     return MemoryPlan(budget, ckpt, fixed / 2**30, per_token / 1024,
                       f"micro-batches of at most {budget} tokens{which}", some)
-
-
-def _per_token(plain: float, every: float, measured: float, k: int, layers: int) -> float:
-    """Bytes a token keeps with k of `layers` layers checkpointed: each checkpointed layer
-    drops its share of the difference between none (`plain`) and all (`every`, which counts
-    one recomputed layer's activations and gradients, 2 x `measured` / layers, once)."""
-    recompute = 2 * measured / layers
-    return plain - k * (plain - (every - recompute)) / layers + recompute
 
 
 def _decoder_layers(model: Any) -> list[Any]:

@@ -1,20 +1,24 @@
-"""Local backend throughput: packed against stock kernels, batching against its former self.
+"""Local backend throughput on the FAQ test split, against its former batching and the
+matmul limit; packed against stock kernels and a plain loop on request (`--kernels`, `--loop`).
 
 Workload: construction-FAQ questions answered in free text (max 64 new tokens, greedy),
-chat template applied. Ours: `TransformersModel.generate` (length-sorted, left-padded
-batches) with its default oneDNN-packed weights (models/packed.py), against the same with
-`packed_weights=False` (PyTorch's default CPU kernels: MKL), which is what packing alone
-gives. `--loop` adds the plain loop the ratios were first taken against: `model.generate` on
-one request at a time, as a notebook would, on a stock transformers model (~4.5 min on 2
-cores at 64 tokens; left out of `make bench` for its budget). All use the same weights file and the
-same prompts; output tokens per second is the figure, as
-the median (min-max) of `--repeats` interleaved repeats, with the ratio per repeat, the
-share of the decode ceiling (weights bytes streamed once per decode step of a batch: measured
-bandwidth / model bytes x batch), and the process's peak RSS. `--anti-loop` adds ours with
-the anti-loop defaults (no-repeat 3-grams) timed against ours without (left out of `make
-bench` for its 30 minutes: not a target, and 0.97x when last measured).
+chat template applied.
 
-Second part, the FAQ test split (the 60 test questions of examples/construction-faq, its
+First part, with `--kernels` or `--loop` only (left out of `make bench` for its 30-minute
+budget; not a target of its own): `--n` questions. Ours: `TransformersModel.generate`
+(length-sorted, left-padded batches) with its default oneDNN-packed weights
+(models/packed.py), against the same with `packed_weights=False` (PyTorch's default CPU
+kernels: MKL), which is what packing alone gives (~1.5 min). `--loop` adds the plain loop
+the ratios were first taken against: `model.generate` on one request at a time, as a
+notebook would, on a stock transformers model (~4.5 min more on 2 cores). All use the same
+weights file and the same prompts; output tokens per second is the figure, as the median
+(min-max) of `--repeats` interleaved repeats, with the ratio per repeat, the share of the
+decode ceiling (weights bytes streamed once per decode step of a batch: measured bandwidth /
+model bytes x batch), and the process's peak RSS. `--anti-loop` adds ours with the anti-loop
+defaults (no-repeat 3-grams) timed against ours without (not a target; 0.97x when last
+measured).
+
+Second part (always), the FAQ test split (the 60 test questions of examples/construction-faq, its
 own seeded split), float32: the backend's batching as it was before 2026-11-28 (batches of
 16, every row running the whole prompt) against the default (batches of up to 64 within the
 KV-cache budget, the prompt prefix the rows share run once), with the step between them (64
@@ -29,7 +33,8 @@ effect of the ones that differ as token F1 against the FAQ's answer text, paired
 permutation test, BCa interval on the mean difference: llm_ladder.stats.paired_test).
 
     python bench/bench_local.py [--n 16] [--batch 16] [--max-tokens 64] [--repeats 3]
-                                [--split-batch 64] [--loop] [--anti-loop] [--quick]
+                                [--split-batch 64] [--kernels] [--loop] [--anti-loop]
+                                [--prefix-alone] [--quick]
 
 Results: bench/results/local.json and its section of docs/benchmarks.md (benchlib).
 """
@@ -59,9 +64,12 @@ def main() -> None:
     ap.add_argument("--prefix-alone", action="store_true",
                     help="also time the default's batches without the shared prefix (what "
                     "prefix sharing alone gives; ~1 min more)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also time --n questions in batches with packed weights against "
+                    "PyTorch's default kernels (~1.5 min more: not a target)")
     ap.add_argument("--loop", action="store_true",
-                    help="also time the plain one-at-a-time loop the first table's ratios "
-                    "were first taken against (~4.5 min more: not a target)")
+                    help="that, and the plain one-at-a-time loop (~4.5 min more: not a "
+                    "target)")
     ap.add_argument("--anti-loop", action="store_true",
                     help="also time the anti-loop defaults (no-repeat 3-grams) against ours")
     ap.add_argument("--quick", action="store_true", help="4 prompts, 8 tokens, 1 repeat, no docs")
@@ -72,19 +80,38 @@ def main() -> None:
         args.split_batch, split_limit = 8, 8
     m = machine()
 
+    from llm_ladder.models.base import GenParams
+    from llm_ladder.models.local import TransformersModel
+
+    model = TransformersModel(batch_size=args.batch)  # packed weights: the default
+    # like for like with the plain loop: no anti-loop processor; the defaults timed apart
+    params = GenParams(max_tokens=args.max_tokens, no_repeat_ngram_size=0)
+    model.generate(faq_prompts(2), params)  # warm-up
+    first = (kernels_part(args, model, params, m)
+             if args.kernels or args.loop or args.anti_loop else None)
+    split32 = test_split_batching(args, params, split_limit, m, model)
+    split = test_split_bf16(args, params, split_limit, m)
+    md = "\n".join((first["markdown"] if first else [])
+                    + batching_markdown(split32, args, first is not None)
+                    + (split_markdown(split) if split else []))
+    publish("local", {"args": vars(args), "kernels": first and {
+        k: v for k, v in first.items() if k != "markdown"},
+        "test_split_batching": split32, "test_split_bf16": split}, md, m,
+        write_docs=not args.quick)
+
+
+def kernels_part(args, model, params, m: dict) -> dict:
+    """The 16 questions in batches: packed weights (`model`) against PyTorch's default
+    kernels, and the plain one-at-a-time loop with `--loop`; interleaved."""
     import torch
 
     from llm_ladder.models.base import GenParams
     from llm_ladder.models.local import TransformersModel
 
     prompts = faq_prompts(args.n)
-    model = TransformersModel(batch_size=args.batch)  # packed weights: the default
     stock = TransformersModel(batch_size=args.batch, packed_weights=False)
-    # like for like with the plain loop: no anti-loop processor; the defaults timed apart
-    params = GenParams(max_tokens=args.max_tokens, no_repeat_ngram_size=0)
     defaults = GenParams(max_tokens=args.max_tokens)
-    model.generate(prompts[:2], params)  # warm-up
-    stock.generate(prompts[:2], params)
+    stock.generate(prompts[:2], params)  # warm-up
     tok, hf = stock.tokenizer, stock.model
     eos = tok.eos_token_id
     outputs: dict[str, list[list[int]]] = {}
@@ -141,13 +168,9 @@ def main() -> None:
         summary["anti_loop_tok_s"] = spread([r["tok_s"] for r in runs["ours_anti_loop"]])
         summary["anti_loop_ratio"] = spread([a["tok_s"] / o["tok_s"] for a, o in zip(
             runs["ours_anti_loop"], runs["ours"], strict=True)])
-    split32 = test_split_batching(args, params, split_limit, m, model)
-    split = test_split_bf16(args, params, split_limit, m)
-    md = "\n".join(first_table(args, summary, weights_bytes) + [
-    ] + batching_markdown(split32) + (split_markdown(split) if split else []))
-    publish("local", {"args": vars(args), "runs": runs, "summary": summary,
-                      "test_split_batching": split32, "test_split_bf16": split}, md, m,
-            write_docs=not args.quick)
+    summary["runs"] = runs
+    summary["markdown"] = first_table(args, summary, weights_bytes)
+    return summary
 
 
 def first_table(args, summary: dict, weights_bytes: int) -> list[str]:
@@ -259,7 +282,7 @@ def test_split_batching(args, params, limit: int | None, m: dict, model) -> dict
                                                         strict=True)) for k in texts}}
 
 
-def batching_markdown(s: dict) -> list[str]:
+def batching_markdown(s: dict, args, after_first: bool) -> list[str]:
     rows = [f"| {label} | {fmt(s['tok_s'][k])} | "
             + ("1" if k == "former" else f"**{fmt(s['ratio'][k], 2)}x**" if k == "default"
                else f"{fmt(s['ratio'][k], 2)}x")
@@ -268,7 +291,10 @@ def batching_markdown(s: dict) -> list[str]:
     return [
         "",
         f"**The FAQ test split in float32** ({s['questions']} test questions of "
-        "examples/construction-faq answered in free text, same settings as above), batching "
+        "examples/construction-faq answered in free text, "
+        + ("same settings as above" if after_first else f"greedy, ≤ {args.max_tokens} new "
+           f"tokens, chat template, median (min–max) of {args.repeats} interleaved repeats")
+        + "), batching "
         "before and after 2026-11-28, one model object, interleaved.",
         "",
         "| batching | output tokens/s | ratio to the first row (per repeat) | share of the "

@@ -18,14 +18,15 @@ baseline's through a TrainerCallback on train begin/end).
 Reported: train tokens/s (the examples' tokens / training wall time), the ratio
 ours/baseline per repeat in the same precision, the positions each run put through the model
 (padding included; ours packs a batch's rows with their shared prompt prefix once where that
-is cheaper, and `ours-padded` is ours with `packing = false`, to show what packing alone
-gives), the share of the machine's matmul limit (4N FLOP per position run over the matmul
-GFLOP/s of that precision, probed in this process right before each repeat: the host's
-speed drifts within a `make bench` run, and a probe from the start of the tier once put a
-run at 141% of its "limit") and peak RSS (VmHWM of each run's own process); median (min-max)
-of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
+is cheaper; `ours-padded`, ours with `packing = false`, shows what packing alone gives:
+`--variants baseline:float32,ours-padded:float32,ours:float32`, left out of `make bench` for
+its 30-minute budget), the share of the machine's matmul limit (4N FLOP per position run
+over the matmul GFLOP/s of that precision, probed in this process right before each
+repeat: the host's speed drifts within a `make bench` run, and a probe from the start of the
+tier once put a run at 141% of its "limit") and peak RSS (VmHWM of each run's own process);
+median (min-max) of interleaved repeats. Results: bench/results/train.json and docs/benchmarks.md.
 
-    python bench/bench_train.py [--n 64] [--repeats 3] [--quick]
+    python bench/bench_train.py [--n 64] [--repeats 3] [--variants ...] [--quick]
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="train examples (one epoch)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", default=None,
-                    help="default: float32 pairs, and bfloat16 pairs where the CPU has native "
-                         "bf16 (emulated bf16 is several times slower than float32)")
+                    help="default: baseline and ours in float32, and in bfloat16 where the CPU "
+                         "has native bf16 (emulated bf16 is several times slower than "
+                         "float32); add ours-padded:<dtype> for what packing alone gives")
     ap.add_argument("--quick", action="store_true", help="16 examples, 1 repeat, no docs")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -195,8 +197,8 @@ def main() -> None:
     if a.variants is None:
         from llm_ladder.hardware import cpu_has_bf16
 
-        a.variants = "baseline:float32,ours-padded:float32,ours:float32" + (
-            ",baseline:bfloat16,ours-padded:bfloat16,ours:bfloat16" if cpu_has_bf16() else "")
+        a.variants = "baseline:float32,ours:float32" + (
+            ",baseline:bfloat16,ours:bfloat16" if cpu_has_bf16() else "")
     m = machine()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -255,10 +257,12 @@ def main() -> None:
           + ("" if "bfloat16" in a.variants else
              " bfloat16 not run: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
              "the recipe trains in float32.")
-          + " `ours-padded` is ours with `[finetune] packing = false`: each batch's rows "
-            "padded to the longest; `ours` packs a batch's rows into one sequence with their "
-            "shared chat-template prefix once where that is estimated cheaper (same loss, "
-            "docs/finetune.md)."
+          + " `ours` packs a batch's rows into one sequence with their shared chat-template "
+            "prefix once where that is estimated cheaper (same loss, docs/finetune.md); "
+          + ("`ours-padded` is ours with `[finetune] packing = false`, each batch's rows "
+             "padded to the longest." if "ours-padded" in a.variants else
+             "what packing alone gives: `--variants baseline:float32,ours-padded:float32,"
+             "ours:float32` (not run here).")
           + "\n\n" + "\n".join(lines)
           + "".join(f"\n\nPacking alone ({d}), ours / ours-padded per repeat: "
                     f"**{fmt(g, 2)}x**." for d, g in packing_gain.items()))

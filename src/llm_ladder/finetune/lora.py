@@ -467,27 +467,28 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     switchable = len(_decoder_layers(model))
     layers = switchable or int(getattr(conf, "num_hidden_layers", 1) or 1)
 
-    def checkpointed() -> float:  # bytes a token keeps with every layer checkpointed
+    recompute = 2 * plain / layers  # one layer's activations and gradients, recomputed
+
+    def outside() -> float:  # bytes a token keeps outside the layers, every one checkpointed
         _checkpointing(model, True)
-        outside = saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
-        return SLACK * outside + 2 * plain / layers
+        return SLACK * saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
+
+    def with_some(k: int, out: float) -> float:  # the first k layers checkpointed: k/L of
+        # the way from none to all (`out`), plus the layer being recomputed
+        return SLACK * plain - k * (SLACK * plain - out) / layers + recompute
 
     ckpt, some = mode == "on", None
-    per_token = checkpointed() if ckpt else SLACK * plain
+    per_token = with_some(layers, outside()) if ckpt else SLACK * plain
     room = cfg.max_memory_gb * 2**30 - fixed
     if room >= cfg.batch_size * longest * per_token:
         return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")
     if room < longest * per_token and not ckpt and mode == "auto":
-        every = checkpointed()
-        recompute = 2 * plain / layers  # counted once in `every`, whatever k
-
-        def with_some(k: int) -> float:  # k of the layers checkpointed: k/L of the way
-            return SLACK * plain - k * (SLACK * plain - (every - recompute)) / layers + recompute
-
+        out = outside()
         target = min(cfg.batch_size * longest, max(longest, MIN_MICRO_TOKENS))
-        some = next((k for k in range(1, switchable) if room >= target * with_some(k)), None)
+        some = next((k for k in range(1, switchable) if room >= target * with_some(k, out)),
+                    None)
         ckpt = True
-        per_token = every if some is None else with_some(some)
+        per_token = with_some(some or layers, out)
         if some is not None:
             _checkpointing(model, True, some)
     budget = int(room / per_token) if per_token > 0 else cfg.batch_size * longest

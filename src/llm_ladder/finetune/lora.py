@@ -309,6 +309,18 @@ HEAP_MMAP_THRESHOLD = 4 << 20  # bytes: blocks this large get their own mapping 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 
 
+def _trim_heap() -> bool:
+    """Give the heap's free pages back to the system (glibc's `malloc_trim`), so that the
+    resident memory measured next is what is in use: the planner's probe passes left ~330 MB
+    of freed graph resident, which its `fixed` counted as taken (and which training then
+    reused). One call, a few ms; per micro-batch it cost ~15% of the speed in page faults
+    (docs/finetune.md). False where the C library is not glibc (nothing is changed there)."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _return_freed_blocks() -> bool:
     """Fix glibc's mmap threshold at HEAP_MMAP_THRESHOLD, so that freed tensors of 4 MB and
     more go back to the system instead of staying in the heap. glibc raises the threshold
@@ -388,7 +400,10 @@ def saved_bytes_per_token(model: Any, pad_id: int, device: str, autocast: Any, t
 PROBE_MAX = 128  # the longest row `saved_bytes_per_token` runs
 
 
-SLACK = 1.25  # saved activations -> peak: the backward pass's gradients, allocator slack
+# saved activations -> peak: the backward pass's gradients, the heap's fragmentation; 1.29 to
+# 1.43 measured on steps of 8 x 512 tokens of SmolLM2-135M in float32 with 10 to 25 of its
+# 30 layers checkpointed (docs/finetune.md)
+SLACK = 1.5
 
 
 @dataclass
@@ -404,6 +419,12 @@ class MemoryPlan:
     # how many of the decoder layers are checkpointed (the first ones); None = every layer
     # when `checkpointing`, else none
     checkpointed_layers: int | None = None
+    # the gradients allocated before the first pass and zeroed in place after each step,
+    # instead of allocated anew by each step's first backward pass, where ~400 small
+    # tensors landing among the activations fragmented the heap (~190 MB more resident at
+    # the peak); set with a memory limit. The update is the same: every trained weight gets
+    # a gradient in every step (LoRA's adapters; a causal LM's weights in a full fine-tune)
+    gradients_first: bool = False
 
 
 MIN_MICRO_TOKENS = 512  # the micro-batch partial checkpointing aims for (see plan_memory)
@@ -416,15 +437,17 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     picked (or when `gradient_checkpointing` = "on").
 
     peak ~ fixed + tokens per micro-batch x bytes per token, where fixed = resident memory
-    after the measuring passes (process, every weight paged in) + gradients and AdamW
+    after the measuring passes, their freed graph given back (process, every weight paged
+    in) + gradients and AdamW
     moments of the trained weights (3 x their float32 size) + bf16 copies of the weights
     under autocast + the chunked loss's logits (CE_CHUNK x vocabulary, float32, three
     copies), and bytes per token is what the autograd graph keeps (`saved_bytes_per_token`,
-    at the longest row's length) times SLACK for the backward pass's transient gradients.
-    With checkpointing the graph keeps each layer's input and what lives outside the layers
-    (measured the same way), plus one layer's activations and their gradients while it is
-    recomputed (2 x plain / layers); with k of L layers checkpointed, k/L of the way from
-    plain to that (`with_some`).
+    at the longest row's length) times SLACK for the backward pass's transient gradients
+    and the heap's fragmentation. With checkpointing the graph keeps each layer's input and
+    what lives outside the layers (measured the same way), plus one layer's activations and
+    their gradients while it is recomputed (2 x plain / layers); with k of L layers
+    checkpointed, k/L of the way from plain to that (`with_some`). Under a limit the plan
+    also has the training allocate the gradients first (`gradients_first`).
     Whole batches when they fit; otherwise the largest token budget that fits; checkpointing
     only when even one longest row does not fit without it, and then of as few layers as
     let a micro-batch of MIN_MICRO_TOKENS (at least one longest row, at most the batch) fit:
@@ -460,6 +483,7 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
         return MemoryPlan(None, mode == "on", fixed / 2**30, 0.0, "no memory limit set")
     _return_freed_blocks()  # else the heap keeps what the graph freed (see there)
     plain = saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
+    _trim_heap()  # what the probe's graph freed is not taken
     fixed = fixed_now()  # the probe's forward passes paged in every weight (safetensors mmap)
 
     # partial checkpointing needs transformers' per-layer switch; a model without it gets
@@ -467,21 +491,21 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     switchable = len(_decoder_layers(model))
     layers = switchable or int(getattr(conf, "num_hidden_layers", 1) or 1)
 
-    recompute = 2 * plain / layers  # one layer's activations and gradients, recomputed
-
     def outside() -> float:  # bytes a token keeps outside the layers, every one checkpointed
         _checkpointing(model, True)
-        return SLACK * saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
+        return saved_bytes_per_token(model, pad_id, device, autocast, torch, longest)
 
     def with_some(k: int, out: float) -> float:  # the first k layers checkpointed: k/L of
-        # the way from none to all (`out`), plus the layer being recomputed
-        return SLACK * plain - k * (SLACK * plain - out) / layers + recompute
+        # the way from none to all (`out`), plus one layer's activations and gradients while
+        # it is recomputed
+        return SLACK * (plain - k * (plain - out) / layers + 2 * plain / layers)
 
     ckpt, some = mode == "on", None
     per_token = with_some(layers, outside()) if ckpt else SLACK * plain
     room = cfg.max_memory_gb * 2**30 - fixed
     if room >= cfg.batch_size * longest * per_token:
-        return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit")
+        return MemoryPlan(None, ckpt, fixed / 2**30, per_token / 1024, "whole batches fit",
+                          gradients_first=True)
     if room < longest * per_token and not ckpt and mode == "auto":
         out = outside()
         target = min(cfg.batch_size * longest, max(longest, MIN_MICRO_TOKENS))
@@ -502,7 +526,8 @@ def plan_memory(cfg: FinetuneConfig, model: Any, rows: list[TrainRow], pad_id: i
     which = ("" if not ckpt else " with activation checkpointing" if some is None
              else f" with activation checkpointing of {some} of {layers} layers")
     return MemoryPlan(budget, ckpt, fixed / 2**30, per_token / 1024,
-                      f"micro-batches of at most {budget} tokens{which}", some)
+                      f"micro-batches of at most {budget} tokens{which}", some,
+                      gradients_first=True)
 
 
 def _decoder_layers(model: Any) -> list[Any]:
@@ -679,6 +704,9 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
         return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_bf16)
 
     plan = plan_memory(cfg, model, rows, pad_id, device, use_bf16, autocast, torch)
+    if plan.gradients_first:  # before any activation, so they do not fragment the heap
+        for p in params:
+            p.grad = torch.zeros_like(p)
     pair_cost = attention_pair_cost(model) if cfg.packing else None
     lengths = [len(r.input_ids) for r in rows]
     state: dict[str, Any] = {"step": 0, "best_dev_loss": None, "best_step": 0, "bad_evals": 0,
@@ -721,7 +749,7 @@ def train(folder: Path, cfg: FinetuneConfig, rows: list[TrainRow], dev: list[Tra
             tok_window += p["tokens"]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not plan.gradients_first)
         t_trained = time.perf_counter()  # the progress rate leaves out dev loss and checkpoint
         step += 1
         state["step"] = step

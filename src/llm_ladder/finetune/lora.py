@@ -309,16 +309,23 @@ HEAP_MMAP_THRESHOLD = 4 << 20  # bytes: blocks this large get their own mapping 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 
 
+def _glibc(function: str) -> Any:
+    """A function of glibc's malloc, or None where the C library is not glibc (the heap
+    tuning below then changes nothing)."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), function, None)
+    except OSError:
+        return None
+
+
 def _trim_heap() -> bool:
     """Give the heap's free pages back to the system (glibc's `malloc_trim`), so that the
     resident memory measured next is what is in use: the planner's probe passes left ~330 MB
     of freed graph resident, which its `fixed` counted as taken (and which training then
     reused). One call, a few ms; per micro-batch it cost ~15% of the speed in page faults
-    (docs/finetune.md). False where the C library is not glibc (nothing is changed there)."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    (docs/finetune.md). False where the C library is not glibc."""
+    trim = _glibc("malloc_trim")
+    return bool(trim and trim(0))
 
 
 def _return_freed_blocks() -> bool:
@@ -329,12 +336,9 @@ def _return_freed_blocks() -> bool:
     in float32 with activation checkpointing grew the process by 1.7 GB in one forward pass,
     where the checkpointed layer inputs come to 0.14 GB; with the threshold fixed, 0.12 GB. A
     fixed 64 kB threshold cost ~40% of the speed (docs/finetune.md); 4 MB maps only the big
-    activations. False where the C library is not glibc (nothing is changed there)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
+    activations. False where the C library is not glibc."""
+    mallopt = _glibc("mallopt")
+    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
 
 
 def _rss_bytes(field: str = "VmRSS") -> int:
